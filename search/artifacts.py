@@ -1,0 +1,56 @@
+"""Per-trial artifacts: learning curves (PNG) and per-epoch history (JSON), via optuna.artifacts."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import optuna
+from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+
+
+def artifact_store(path: str) -> FileSystemArtifactStore:
+    Path(path).mkdir(parents=True, exist_ok=True)
+    return FileSystemArtifactStore(path)
+
+
+def plot_curves(history: dict[str, list[float]], path: Path, title: str) -> None:
+    """Train and validation accuracy and loss per epoch, as in the tutorial's plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric in zip(axes, ("accuracy", "loss")):
+        epochs = range(1, len(history.get(metric, [])) + 1)
+        ax.plot(epochs, history.get(metric, []), marker="o", label="train")
+        ax.plot(epochs, history.get(f"val_{metric}", []), marker="o", label="validation")
+        ax.set(title=f"{title}: {metric}", xlabel="epoch", ylabel=metric)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+class TrialArtifacts:
+    """Uploads a finished (or pruned) trial's curves and history to the artifact store."""
+
+    def __init__(self, path: str) -> None:
+        self.store = artifact_store(path)
+
+    def __call__(self, trial: optuna.Trial, history: dict[str, list[float]]) -> None:
+        if not history:
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            curves, data = Path(tmp) / "learning_curves.png", Path(tmp) / "history.json"
+            plot_curves(history, curves, f"trial {trial.number}")
+            data.write_text(json.dumps(history, indent=1))
+            for path, mimetype in ((curves, "image/png"), (data, "application/json")):
+                upload_artifact(
+                    artifact_store=self.store,
+                    file_path=str(path),
+                    study_or_trial=trial,
+                    mimetype=mimetype,
+                )

@@ -1,0 +1,103 @@
+"""The storage layer: SQLAlchemy URLs checked up front, Optuna's RDBStorage with heartbeats."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+
+import optuna
+import sqlalchemy
+from sqlalchemy import event
+from sqlalchemy.engine import URL, make_url
+
+from search.config import Storage
+from search.errors import UsageError
+
+DEFAULT_URL = "sqlite:///storage/optuna.db"
+RECONNECT_SECONDS = 60.0
+
+
+def _parse(url: str) -> URL:
+    try:
+        return make_url(url)
+    except sqlalchemy.exc.ArgumentError:
+        raise UsageError(f"STORAGE {url!r} is not a SQLAlchemy URL (e.g. {DEFAULT_URL})") from None
+
+
+def mask(url: str) -> str:
+    """The URL with any password replaced by ``***``; safe for logs, errors and exports."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except sqlalchemy.exc.ArgumentError:
+        return "<invalid storage URL>"
+
+
+def _engine_kwargs(url: URL) -> dict:
+    kwargs: dict = {"pool_pre_ping": True}
+    if url.get_backend_name() == "sqlite":
+        kwargs["connect_args"] = {"timeout": 60}  # wait on a locked database, don't fail
+    else:
+        kwargs["connect_args"] = {"connect_timeout": 10}
+    return kwargs
+
+
+def _retry_connects(engine: sqlalchemy.Engine) -> None:
+    """Reconnect with backoff for up to ``RECONNECT_SECONDS`` when the server goes away."""
+
+    @event.listens_for(engine, "do_connect")
+    def connect(dialect, conn_rec, cargs, cparams):  # type: ignore[no-untyped-def]
+        deadline, delay = time.monotonic() + RECONNECT_SECONDS, 0.5
+        while True:
+            try:
+                return dialect.loaded_dbapi.connect(*cargs, **cparams)
+            except dialect.loaded_dbapi.OperationalError:
+                if time.monotonic() + delay > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 8.0)
+
+
+def _rdb_storage(url: str, parsed: URL, settings: Storage) -> optuna.storages.RDBStorage:
+    with warnings.catch_warnings():  # heartbeats are marked experimental since Optuna 2.8
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            url,
+            engine_kwargs=_engine_kwargs(parsed),
+            heartbeat_interval=settings.heartbeat_interval,
+            grace_period=settings.grace_period,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                max_retry=settings.max_retry
+            ),
+        )
+
+
+def open_storage(url: str | None, settings: Storage = Storage()) -> optuna.storages.RDBStorage:
+    """Connect to (and if needed create the tables of) the study storage."""
+    url = url or DEFAULT_URL
+    parsed = _parse(url)
+    shown = mask(url)
+    try:
+        parsed.get_dialect()
+    except sqlalchemy.exc.NoSuchModuleError:
+        raise UsageError(f"STORAGE {shown}: unknown database driver {parsed.drivername!r}") from None
+    except ImportError as exc:
+        raise UsageError(f"STORAGE {shown}: database driver not installed ({exc})") from None
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        folder = Path(parsed.database).parent
+        if url == DEFAULT_URL:
+            folder.mkdir(parents=True, exist_ok=True)
+        elif not folder.is_dir():
+            raise UsageError(f"STORAGE {shown}: folder {folder} does not exist")
+    try:
+        storage = _rdb_storage(url, parsed, settings)
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", exc) or exc).strip().splitlines()[0]
+        if parsed.password:
+            reason = reason.replace(str(parsed.password), "***")
+        raise UsageError(f"STORAGE {shown}: cannot open ({reason})") from None
+    if parsed.get_backend_name() == "sqlite":
+        with storage.engine.connect() as conn:  # WAL lets readers and a writer work at once
+            conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+    _retry_connects(storage.engine)
+    return storage
