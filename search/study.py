@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import warnings
 from importlib.metadata import version
 from typing import Any
 
 import optuna
 
 from search import config as cfg
+from search.dashboard import save_study_note
 from search.errors import UsageError
 
 PACKAGES = ("tensorflow", "keras", "optuna", "optuna-integration", "optuna-dashboard", "sqlalchemy")
@@ -69,11 +71,15 @@ def prepare_study(
         )
     stored = study.user_attrs.get("fingerprint")
     if stored is None:
-        study.set_metric_names(["val_accuracy"])
+        with warnings.catch_warnings():  # experimental since Optuna 3.2
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(["val_accuracy"])
         study.set_user_attr("fingerprint", fingerprint)
         study.set_user_attr("config", config.model_dump(mode="json"))
         study.set_user_attr("split", config.data.model_dump(mode="json"))
-        study.set_user_attr("packages", package_versions())
+        packages = package_versions()
+        study.set_user_attr("packages", packages)
+        save_study_note(study, config.model_copy(update={"study_name": name}), packages)
     elif stored != fingerprint:
         raise UsageError(
             f"study {name!r} was started with another definition; use a new STUDY name or the "

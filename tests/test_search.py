@@ -1,0 +1,100 @@
+"""A few-trial search on tiny synthetic data, persisted to SQLite, run in-process."""
+
+import math
+import signal
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from search.config import parse_config
+from search.errors import UsageError
+from search.runner import run_search
+from search.storage import open_storage
+from search.study import prepare_study
+from tests.conftest import tiny_raw
+
+ATTRS = {"n_params", "epochs_run", "best_epoch", "seconds_per_epoch", "train_accuracy",
+         "val_accuracy", "train_loss", "val_loss", "seed"}
+
+
+@pytest.fixture(autouse=True)
+def keep_signal_handlers():
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for s, handler in saved.items():
+        signal.signal(s, handler)
+
+
+def load(url, name="tiny"):
+    return optuna.load_study(study_name=name, storage=url)
+
+
+def test_trials_are_persisted_and_a_second_run_resumes(tmp_path, cifar_dir, sqlite_url):
+    config = parse_config(tiny_raw(tmp_path), "tiny")
+    assert run_search(config, trials=3, storage_url=sqlite_url, data_dir=str(cifar_dir)) == 0
+
+    study = load(sqlite_url)
+    trials = study.trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
+    assert study.metric_names == ["val_accuracy"]
+    assert study.user_attrs["split"] == {"train_size": 400, "val_size": 100, "split_seed": 0}
+    for t in trials:
+        assert set(t.params) == {"l1", "l2", "dropout"}
+        assert ATTRS <= set(t.user_attrs)
+        assert t.user_attrs["n_params"] == 122_570 and t.user_attrs["epochs_run"] == 2
+        assert sorted(t.intermediate_values) == [0, 1]
+        assert t.value == max(t.intermediate_values.values())
+        assert t.user_attrs["best_epoch"] - 1 == max(t.intermediate_values, key=t.intermediate_values.get)
+    first = [(t.params, t.value, t.user_attrs) for t in trials]
+
+    assert run_search(config, trials=2, storage_url=sqlite_url, data_dir=str(cifar_dir)) == 0
+    study = load(sqlite_url)
+    assert len(study.trials) == 5
+    assert [(t.params, t.value, t.user_attrs) for t in study.trials[:3]] == first
+    assert len({tuple(t.params.values()) for t in study.trials}) == 5  # no replayed points
+
+
+def test_the_pruner_prunes_a_hopeless_trial(tmp_path, cifar_dir, sqlite_url):
+    raw = tiny_raw(tmp_path, pruner={"name": "median", "n_startup_trials": 1, "n_warmup_steps": 0},
+                   training={"epochs": 3, "batch_size": 50})
+    raw["search_space"] = {"l1": {"low": 1e-6, "high": 10.0, "log": True}}
+    config = parse_config(raw, "tiny")
+    study = prepare_study(config, open_storage(sqlite_url))
+    study.enqueue_trial({"l1": 1e-6, "l2": 1e-6, "dropout": 0.0})
+    study.enqueue_trial({"l1": 10.0, "l2": 1e-6, "dropout": 0.0})  # crushes every weight
+    run_search(config, trials=2, storage_url=sqlite_url, data_dir=str(cifar_dir))
+    good, hopeless = load(sqlite_url).trials
+    assert good.state == TrialState.COMPLETE
+    assert hopeless.state == TrialState.PRUNED
+    assert hopeless.user_attrs["epochs_run"] < 3
+
+
+def test_a_diverging_trial_is_pruned_with_its_reason(tmp_path, cifar_dir, sqlite_url):
+    raw = tiny_raw(tmp_path)
+    raw["search_space"] = {"l1": {"value": 1e38}}  # the penalty overflows float32
+    config = parse_config(raw, "tiny")
+    assert run_search(config, trials=1, storage_url=sqlite_url, data_dir=str(cifar_dir)) == 0
+    (trial,) = load(sqlite_url).trials
+    assert trial.state == TrialState.PRUNED
+    assert "diverged" in trial.user_attrs["stop_reason"]
+
+
+def test_a_conflicting_config_is_refused_and_nothing_is_written(tmp_path, cifar_dir, sqlite_url):
+    config = parse_config(tiny_raw(tmp_path), "tiny")
+    run_search(config, trials=1, storage_url=sqlite_url, data_dir=str(cifar_dir))
+    before = load(sqlite_url)
+    changed = parse_config(tiny_raw(tmp_path, data={"train_size": 300, "val_size": 100}), "tiny")
+    with pytest.raises(UsageError, match="data.train_size: stored 400, config has 300"):
+        run_search(changed, trials=1, storage_url=sqlite_url, data_dir=str(cifar_dir))
+    after = load(sqlite_url)
+    assert len(after.trials) == len(before.trials) == 1
+    assert after.user_attrs == before.user_attrs
+
+
+def test_seeds_differ_per_trial_and_are_recorded(tmp_path, cifar_dir, sqlite_url):
+    config = parse_config(tiny_raw(tmp_path, training={"epochs": 1, "batch_size": 50}), "tiny")
+    run_search(config, trials=2, storage_url=sqlite_url, data_dir=str(cifar_dir))
+    seeds = [t.user_attrs["seed"] for t in load(sqlite_url).trials]
+    assert len(set(seeds)) == 2 and all(isinstance(s, int) for s in seeds)
+    assert all(not math.isnan(t.user_attrs["seconds_per_epoch"]) for t in load(sqlite_url).trials)
