@@ -8,10 +8,9 @@ from search.errors import UsageError
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("name", ["cifar10.yaml", "smoke.yaml"])
-def test_shipped_configs_are_valid(name):
-    config = load_config(REPO / "study_configs" / name)
-    assert config.study_name
+@pytest.mark.parametrize("path", sorted((REPO / "study_configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_are_valid(path):
+    assert load_config(path).study_name
 
 
 def test_defaults_follow_the_tutorial():
