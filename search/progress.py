@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 import optuna
+import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
@@ -47,7 +48,10 @@ class Monitor:
 
     def _run(self) -> None:
         while not self._done.wait(self.interval):
-            self.poll()
+            try:
+                self.poll()
+            except sqlalchemy.exc.SQLAlchemyError:  # the database is away; the workers retry
+                pass
 
     def __enter__(self) -> Monitor:
         self._thread.start()

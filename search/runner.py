@@ -13,25 +13,21 @@ from search.data import load_split
 from search.progress import Monitor
 from search.storage import DEFAULT_URL, mask, open_storage
 from search.study import prepare_study
-from search.workers import Budget, WorkerSpec, run_worker, start_workers
+from search.workers import (
+    EXIT_INTERRUPTED,
+    Budget,
+    WorkerSpec,
+    clean_stop,
+    launch_id,
+    run_worker,
+    run_workers,
+    stop_requested,
+)
 
 
-def _wait(processes: list) -> None:
-    """Wait for the workers; pass SIGTERM on to them, and kill them on a second Ctrl-C."""
-    signal.signal(signal.SIGTERM, lambda *_: [p.terminate() for p in processes if p.is_alive()])
-    interrupts = 0
-    while any(p.is_alive() for p in processes):
-        try:
-            for p in processes:
-                p.join(timeout=0.2)
-        except KeyboardInterrupt:  # the workers got the same Ctrl-C from the terminal
-            interrupts += 1
-            if interrupts > 1:
-                for p in processes:
-                    p.kill()
-
-
-def summary(study: optuna.Study, first: int, storage_url: str | None, seconds: float) -> str:
+def summary(
+    study: optuna.Study, first: int, storage_url: str | None, seconds: float, codes: list[int]
+) -> str:
     trials = [t for t in study.get_trials(deepcopy=False) if t.number >= first]
     states = Counter(t.state.name for t in trials)
     lines = [
@@ -44,6 +40,14 @@ def summary(study: optuna.Study, first: int, storage_url: str | None, seconds: f
         lines.append(f"best: trial {best.number}, val_accuracy {best.value:.4f} ({params})")
     except ValueError:
         lines.append("best: no complete trial yet")
+    if signame := stop_requested():
+        lines.append(f"stopped by {signame}: no new trials were started")
+    for index, code in enumerate(codes):
+        if code > EXIT_INTERRUPTED:
+            lines.append(
+                f"worker {index} was killed by {signal.Signals(code - 128).name}: its trial stays "
+                "RUNNING until its heartbeat is stale, then a worker fails and retries it"
+            )
     lines.append(
         f"storage: {mask(storage_url or DEFAULT_URL)} "
         f"(study {study.study_name!r}, {len(study.trials)} trials in all)"
@@ -62,17 +66,15 @@ def run_search(
     """Run ``trials`` trials in all over ``workers`` processes; return the exit code."""
     split = load_split(data_dir, config.data)  # bad data stops us before storage is touched
     study = prepare_study(config, open_storage(storage_url, config.storage), study_name)
-    spec = WorkerSpec(config, storage_url, study.study_name, data_dir)
-    budget = Budget(trials)
     first, start = len(study.trials), time.monotonic()
+    spec = WorkerSpec(config, storage_url, study.study_name, data_dir, launch=launch_id(first))
+    budget = Budget(trials)
     with Monitor(study, first, trials):
         if workers == 1:
-            code = run_worker(spec, budget, split)
+            with clean_stop():
+                codes = [run_worker(spec, budget, split)]
         else:
             del split
-            processes = start_workers(spec, workers, budget)
-            _wait(processes)
-            codes = [128 - c if c < 0 else c for c in (p.exitcode for p in processes)]
-            code = max(codes)
-    print(summary(study, first, storage_url, time.monotonic() - start))
-    return code
+            codes = run_workers(spec, workers, budget)
+    print(summary(study, first, storage_url, time.monotonic() - start, codes))
+    return max(codes)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 import warnings
 from pathlib import Path
@@ -16,21 +17,34 @@ from search.errors import UsageError
 
 DEFAULT_URL = "sqlite:///storage/optuna.db"
 RECONNECT_SECONDS = 60.0
+# A bare dialect means SQLAlchemy's default driver (psycopg2, mysqlclient), which we don't ship.
+INSTALLED_DRIVERS = {"postgresql": "psycopg", "mysql": "pymysql", "mariadb": "pymysql"}
 
 
 def _parse(url: str) -> URL:
+    """The URL, with ``postgresql://`` read as ``postgresql+psycopg://`` (psycopg 3), and so on."""
     try:
-        return make_url(url)
-    except sqlalchemy.exc.ArgumentError:
-        raise UsageError(f"STORAGE {url!r} is not a SQLAlchemy URL (e.g. {DEFAULT_URL})") from None
+        parsed = make_url(url)
+    except (sqlalchemy.exc.ArgumentError, ValueError):
+        raise UsageError(f"STORAGE {mask(url)!r} is not a SQLAlchemy URL (e.g. {DEFAULT_URL})") from None
+    if parsed.drivername in INSTALLED_DRIVERS:
+        parsed = parsed.set(drivername=f"{parsed.drivername}+{INSTALLED_DRIVERS[parsed.drivername]}")
+    return parsed
 
 
 def mask(url: str) -> str:
     """The URL with any password replaced by ``***``; safe for logs, errors and exports."""
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except sqlalchemy.exc.ArgumentError:
-        return "<invalid storage URL>"
+    except (sqlalchemy.exc.ArgumentError, ValueError):
+        return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", url)
+
+
+def reason(exc: BaseException, url: str) -> str:
+    """The first line of a database error, with the URL's password (if any) masked."""
+    line = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
+    password = make_url(url).password
+    return line.replace(str(password), "***") if password else line
 
 
 def _engine_kwargs(url: URL) -> dict:
@@ -40,6 +54,10 @@ def _engine_kwargs(url: URL) -> dict:
     else:
         kwargs["connect_args"] = {"connect_timeout": 10}
     return kwargs
+
+
+def _wal(dbapi_connection: object, record: object) -> None:
+    dbapi_connection.execute("PRAGMA journal_mode=WAL")  # type: ignore[attr-defined]
 
 
 def _retry_connects(engine: sqlalchemy.Engine) -> None:
@@ -90,14 +108,11 @@ def open_storage(url: str | None, settings: Storage = Storage()) -> optuna.stora
         elif not folder.is_dir():
             raise UsageError(f"STORAGE {shown}: folder {folder} does not exist")
     try:
-        storage = _rdb_storage(url, parsed, settings)
+        storage = _rdb_storage(parsed.render_as_string(hide_password=False), parsed, settings)
     except sqlalchemy.exc.SQLAlchemyError as exc:
-        reason = str(getattr(exc, "orig", exc) or exc).strip().splitlines()[0]
-        if parsed.password:
-            reason = reason.replace(str(parsed.password), "***")
-        raise UsageError(f"STORAGE {shown}: cannot open ({reason})") from None
-    if parsed.get_backend_name() == "sqlite":
-        with storage.engine.connect() as conn:  # WAL lets readers and a writer work at once
-            conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+        raise UsageError(f"STORAGE {shown}: cannot open ({reason(exc, url)})") from None
+    if parsed.get_backend_name() == "sqlite":  # WAL: readers don't wait for the writer
+        event.listen(storage.engine, "connect", _wal)
+        storage.engine.dispose()  # so that every pooled connection is opened in WAL mode
     _retry_connects(storage.engine)
     return storage

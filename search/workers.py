@@ -2,26 +2,37 @@
 
 from __future__ import annotations
 
+import logging
 import multiprocessing as mp
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
-from dataclasses import dataclass
+import threading
+import zlib
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, replace
 
 from search.config import StudyConfig
 from search.data import Split, load_split
-from search.errors import Interrupted
+from search.errors import Interrupted, UsageError
 
 EXIT_INTERRUPTED = 130
+# Workers are forked from a server that has imported TensorFlow once (its runtime is not started
+# until a worker uses it): 4 workers start in about the time of one, and share those pages.
+CONTEXT = mp.get_context("forkserver")
+CONTEXT.set_forkserver_preload(["search.objective"])
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class Budget:
     """Trials left for the workers of one command, shared across processes: exact, no overshoot."""
 
-    def __init__(self, trials: int | None, context: mp.context.BaseContext = mp.get_context("spawn")):
-        self._left = context.Value("q", -1 if trials is None else trials)
+    def __init__(self, trials: int | None):
+        self._left = CONTEXT.Value("q", -1 if trials is None else trials)
 
     def take(self) -> bool:
         with self._left.get_lock():
@@ -40,20 +51,36 @@ def stop_requested() -> str | None:
     return _stop_signal
 
 
-def install_signal_handlers() -> None:
-    """First SIGINT/SIGTERM: finish cleanly (the trial ends FAIL). Second: exit at once."""
+@contextmanager
+def on_signals(
+    first: Callable[[int], None], second: Callable[[int], None], signals: tuple = STOP_SIGNALS
+) -> Iterator[None]:
+    """While inside, the first of ``signals`` is recorded and calls ``first``; later ones ``second``."""
+    global _stop_signal
+    _stop_signal = None
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may
+        yield
+        return
 
-    def first(signum: int, frame: object) -> None:
+    def handle(signum: int, frame: object) -> None:
         global _stop_signal
-        _stop_signal = signal.Signals(signum).name
-        signal.signal(signal.SIGINT, second)
-        signal.signal(signal.SIGTERM, second)
+        if _stop_signal is None:
+            _stop_signal = signal.Signals(signum).name
+            first(signum)
+        else:
+            second(signum)
 
-    def second(signum: int, frame: object) -> None:
-        os._exit(128 + signum)
+    saved = {s: signal.signal(s, handle) for s in signals}
+    try:
+        yield
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
 
-    signal.signal(signal.SIGINT, first)
-    signal.signal(signal.SIGTERM, first)
+
+def clean_stop(signals: tuple = STOP_SIGNALS) -> AbstractContextManager[None]:
+    """First signal: finish the running trial as FAIL and stop. Second: exit at once."""
+    return on_signals(lambda signum: None, lambda signum: os._exit(128 + signum), signals)
 
 
 @dataclass(frozen=True)
@@ -62,37 +89,59 @@ class WorkerSpec:
     storage_url: str | None
     study_name: str
     data_dir: str | None
+    launch: int = 0  # tells this command's workers from those of other commands and machines
     index: int = 0
+    gpu: str | None = None
     threads: int | None = None
+
+
+def launch_id(trials_before: int) -> int:
+    """This machine and the study's trial count at start, mixed into the workers' sampler seeds.
+
+    Reproducible (a rerun of the same command on the same history samples the same points),
+    yet distinct for other machines and for a resumed study, which must not replay its points.
+    """
+    return zlib.crc32(f"{socket.gethostname()}:{trials_before}".encode())
+
+
+def _without_stop_traceback(record: logging.LogRecord) -> bool:
+    """Optuna's "trial failed" warning, without a traceback when the failure is a requested stop."""
+    if record.exc_info and isinstance(record.exc_info[1], Interrupted):
+        record.exc_info = None
+    return True
 
 
 def run_worker(spec: WorkerSpec, budget: Budget, split: Split | None = None) -> int:
     """Run trials until the budget is spent or a stop is requested; return the exit code."""
     import optuna
+    import sqlalchemy
     import tensorflow as tf
 
     from search.artifacts import TrialArtifacts
     from search.objective import Objective, derive_seed
-    from search.storage import open_storage
+    from search.storage import DEFAULT_URL, RECONNECT_SECONDS, mask, open_storage, reason
     from search.study import make_pruner, make_sampler
 
-    install_signal_handlers()
     if spec.threads:
         tf.config.threading.set_intra_op_parallelism_threads(spec.threads)
         tf.config.threading.set_inter_op_parallelism_threads(min(2, spec.threads))
+    for gpu in tf.config.list_physical_devices("GPU"):  # workers sharing a GPU share its memory
+        tf.config.experimental.set_memory_growth(gpu, True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("optuna.study._optimize").addFilter(_without_stop_traceback)
     config = spec.config
     split = split or load_split(spec.data_dir, config.data)
     storage = open_storage(spec.storage_url, config.storage)
     study = optuna.load_study(study_name=spec.study_name, storage=storage)
-    # Distinct per worker, and per run: a resumed study must not replay the same points.
-    sampler_seed = derive_seed(config.seed, spec.index, len(study.trials))
+    sampler_seed = derive_seed(config.seed, spec.launch, spec.index)  # distinct for every worker
     study.sampler = make_sampler(config.sampler, sampler_seed)
     study.pruner = make_pruner(config.pruner, config.training.epochs)
+    device = f"GPU {spec.gpu}" if spec.gpu else f"CPU, {spec.threads or 'all'} threads"
     objective = Objective(
         config,
         split,
-        attrs={"worker": spec.index, "sampler_seed": sampler_seed},
+        attrs={"worker": spec.index, "sampler_seed": sampler_seed, "host": socket.gethostname(),
+               "pid": os.getpid(), "device": device},
         on_trial_end=TrialArtifacts(config.storage.artifacts),
         should_stop=stop_requested,
     )
@@ -101,14 +150,23 @@ def run_worker(spec: WorkerSpec, budget: Budget, split: Split | None = None) -> 
             study.optimize(objective, n_trials=1, gc_after_trial=True)
     except Interrupted:
         pass
+    except sqlalchemy.exc.OperationalError as exc:
+        url = spec.storage_url or DEFAULT_URL
+        raise UsageError(
+            f"STORAGE {mask(url)}: database unreachable for {RECONNECT_SECONDS:.0f}s, stopping; "
+            f"the running trial is retried once it is back ({reason(exc, url)})"
+        ) from None
     return EXIT_INTERRUPTED if stop_requested() else 0
 
 
 def _worker_process(spec: WorkerSpec, budget: Budget) -> None:
-    from search.errors import UsageError
-
+    """A worker in its own process: the parent passes Ctrl-C on as SIGTERM, so ignore SIGINT."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if spec.gpu is not None:  # before TensorFlow is imported
+        os.environ["CUDA_VISIBLE_DEVICES"] = spec.gpu
     try:
-        sys.exit(run_worker(spec, budget))
+        with clean_stop((signal.SIGTERM,)):
+            sys.exit(run_worker(spec, budget))
     except UsageError as exc:
         print(f"worker {spec.index}: error: {exc}", file=sys.stderr)
         sys.exit(2)
@@ -124,24 +182,43 @@ def visible_gpus() -> list[str]:
     return [str(i) for i, line in enumerate(out.stdout.splitlines()) if line.startswith("GPU ")]
 
 
-def start_workers(base: WorkerSpec, workers: int, budget: Budget) -> list[mp.Process]:
-    """Spawn ``workers`` processes: one GPU each if there are GPUs, else a share of the cores."""
-    context = mp.get_context("spawn")
-    gpus = visible_gpus()
-    threads = None if gpus else max(1, (os.cpu_count() or 1) // workers)
-    processes = []
-    saved = os.environ.get("CUDA_VISIBLE_DEVICES")
-    try:
-        for index in range(workers):
-            if gpus:  # a spawned child inherits the environment as it is at start()
-                os.environ["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
-            spec = WorkerSpec(**{**base.__dict__, "index": index, "threads": threads})
-            process = context.Process(target=_worker_process, args=(spec, budget), name=f"worker-{index}")
+def usable_cores() -> int:
+    """Cores this process may run on (its affinity mask, not the whole machine)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def place_workers(base: WorkerSpec, workers: int, gpus: list[str], cores: int) -> list[WorkerSpec]:
+    """One GPU per worker, round robin; without GPUs, an equal share of the cores each."""
+    if gpus:
+        return [replace(base, index=i, gpu=gpus[i % len(gpus)]) for i in range(workers)]
+    return [replace(base, index=i, threads=max(1, cores // workers)) for i in range(workers)]
+
+
+def run_workers(base: WorkerSpec, workers: int, budget: Budget) -> list[int]:
+    """Run ``workers`` processes to the end and return their exit codes (128 + N if killed by N).
+
+    The first SIGINT or SIGTERM is passed on to them as SIGTERM (finish cleanly), a second as
+    SIGKILL (exit at once).
+    """
+    processes: list[mp.Process] = []
+
+    def forward(kill: bool) -> None:
+        for p in processes:
+            if p.exitcode is None:
+                if kill:
+                    p.kill()
+                else:
+                    p.terminate()
+
+    with on_signals(lambda signum: forward(False), lambda signum: forward(True)):
+        for spec in place_workers(base, workers, visible_gpus(), usable_cores()):
+            if stop_requested():
+                break
+            process = CONTEXT.Process(
+                target=_worker_process, args=(spec, budget), name=f"worker-{spec.index}"
+            )
             process.start()
             processes.append(process)
-    finally:
-        if saved is None:
-            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
-        else:
-            os.environ["CUDA_VISIBLE_DEVICES"] = saved
-    return processes
+        for p in processes:
+            p.join()
+    return [128 - p.exitcode if p.exitcode < 0 else p.exitcode for p in processes]

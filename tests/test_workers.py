@@ -1,0 +1,115 @@
+"""Many workers on one study, through the real CLI: exact budgets, kills, clean stops."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from tests.conftest import REPO, tiny_raw
+from search.workers import Budget, WorkerSpec, place_workers
+
+
+def write_config(tmp_path: Path, **storage: object) -> Path:
+    raw = tiny_raw(tmp_path, data={"train_size": 100, "val_size": 50},
+                   training={"epochs": 1, "batch_size": 50})
+    raw["storage"].update(storage)
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def start(tmp_path: Path, cifar_dir: Path, url: str, trials: int, workers: int,
+          **storage: object) -> subprocess.Popen:
+    args = ["search", "--config", str(write_config(tmp_path, **storage)), "--storage", url,
+            "--trials", str(trials), "--workers", str(workers), "--data-dir", str(cifar_dir)]
+    return subprocess.Popen([sys.executable, "-m", "search", *args], cwd=REPO, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def trials(url: str) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name="tiny", storage=url).get_trials(deepcopy=False)
+
+
+def wait_for_running(url: str, process: subprocess.Popen) -> optuna.trial.FrozenTrial:
+    """The first trial seen training (its worker attrs are set), polling the storage."""
+    while process.poll() is None:
+        try:
+            running = [t for t in trials(url) if t.state == TrialState.RUNNING and "pid" in t.user_attrs]
+        except (KeyError, optuna.exceptions.StorageInternalError):
+            running = []
+        if running:
+            return running[0]
+        time.sleep(0.1)
+    pytest.fail(f"the search ended before a trial ran:\n{process.stdout.read()}")
+
+
+@pytest.mark.parametrize("backend", ["sqlite_url", "postgres_url", "mysql_url"])
+def test_four_workers_run_exactly_the_budget(backend, request, tmp_path, cifar_dir):
+    url = request.getfixturevalue(backend)
+    process = start(tmp_path, cifar_dir, url, trials=5, workers=4)
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, output
+    done = trials(url)
+    assert len(done) == 5 and all(t.state == TrialState.COMPLETE for t in done), output
+    params = {tuple(sorted(t.params.items())) for t in done}
+    assert len(params) == 5  # no duplicate parameter sets
+    assert len({t.user_attrs["sampler_seed"] for t in done}) == len({t.user_attrs["worker"] for t in done})
+    assert "locked" not in output and "Traceback" not in output
+    assert "ran 5 trials" in output
+
+
+def test_killed_worker_trial_is_failed_and_retried(tmp_path, cifar_dir, sqlite_url):
+    process = start(tmp_path, cifar_dir, sqlite_url, trials=5, workers=2,
+                    heartbeat_interval=1, grace_period=2)
+    victim = wait_for_running(sqlite_url, process)
+    os.kill(victim.user_attrs["pid"], signal.SIGKILL)
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 128 + signal.SIGKILL, output
+    assert "killed by SIGKILL" in output
+    by_number = {t.number: t for t in trials(sqlite_url)}
+    assert by_number[victim.number].state == TrialState.FAIL
+    retries = [t for t in by_number.values() if t.system_attrs.get("failed_trial") == victim.number]
+    assert len(retries) == 1, output
+    retry = retries[0]
+    assert retry.state == TrialState.COMPLETE and retry.params == victim.params
+    assert retry.user_attrs["worker"] != victim.user_attrs["worker"]
+    assert len(by_number) == 5  # the retry counts against the budget, nothing ran twice more
+
+
+def test_sigterm_ends_running_trials_cleanly(tmp_path, cifar_dir, sqlite_url):
+    process = start(tmp_path, cifar_dir, sqlite_url, trials=20, workers=2)
+    wait_for_running(sqlite_url, process)
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 130, output
+    assert "stopped by SIGTERM" in output and "ran " in output
+    done = trials(sqlite_url)
+    assert done and not [t for t in done if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    failed = [t for t in done if t.state == TrialState.FAIL]
+    assert failed and all(t.user_attrs["fail_reason"] == "stopped by SIGTERM" for t in failed)
+    assert len(done) < 20 and "Traceback" not in output
+
+
+def test_budget_is_exact_across_takers():
+    budget = Budget(3)
+    assert [budget.take() for _ in range(5)] == [True, True, True, False, False]
+    unlimited = Budget(None)
+    assert all(unlimited.take() for _ in range(100))
+
+
+def test_workers_get_a_gpu_each_or_a_share_of_the_cores(tiny_config):
+    base = WorkerSpec(tiny_config, None, "tiny", None)
+    on_gpus = place_workers(base, 3, ["0", "1"], cores=16)
+    assert [(s.index, s.gpu, s.threads) for s in on_gpus] == [(0, "0", None), (1, "1", None), (2, "0", None)]
+    on_cpu = place_workers(base, 4, [], cores=16)
+    assert [(s.gpu, s.threads) for s in on_cpu] == [(None, 4)] * 4
+    assert place_workers(base, 4, [], cores=2)[0].threads == 1
