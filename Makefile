@@ -10,7 +10,7 @@ PORT ?= 8080
 OPTS = $(if $(STORAGE),--storage '$(STORAGE)') $(if $(STUDY),--study '$(STUDY)')
 DATA = $(if $(DATA_DIR),--data-dir '$(DATA_DIR)')
 
-.PHONY: setup search worker test
+.PHONY: setup search worker test dashboard export retrain report
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt
@@ -27,3 +27,16 @@ worker: setup
 
 test: setup
 	$(PY) -m pytest -q tests
+
+dashboard: setup
+	$(PY) -m search dashboard --config $(CONFIG) --port $(PORT) $(if $(STORAGE),--storage '$(STORAGE)')
+
+export: setup
+	$(PY) -m search export --config $(CONFIG) $(OPTS) $(if $(TOP),--top $(TOP))
+
+# CONFIG=exports/<study>/best.yaml; left at a study config, it means that study's best.yaml.
+retrain: setup
+	$(PY) -m search retrain --config $(CONFIG) $(if $(STUDY),--study '$(STUDY)') $(DATA) $(if $(filter 1,$(FULL)),--full)
+
+report: setup
+	$(PY) -m search report $(OPTS) $(if $(TOP),--top $(TOP))

@@ -24,9 +24,9 @@ def plot_curves(history: dict[str, list[float]], path: Path, title: str) -> None
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, metric in zip(axes, ("accuracy", "loss")):
-        epochs = range(1, len(history.get(metric, [])) + 1)
-        ax.plot(epochs, history.get(metric, []), marker="o", label="train")
-        ax.plot(epochs, history.get(f"val_{metric}", []), marker="o", label="validation")
+        for key, label in ((metric, "train"), (f"val_{metric}", "validation")):
+            if values := history.get(key):  # no validation when retraining on all images
+                ax.plot(range(1, len(values) + 1), values, marker="o", label=label)
         ax.set(title=f"{title}: {metric}", xlabel="epoch", ylabel=metric)
         ax.legend()
     fig.tight_layout()

@@ -1,0 +1,120 @@
+"""``report``: a self-contained HTML page per study: Optuna's plotly plots and the top trials."""
+
+from __future__ import annotations
+
+import html
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+import optuna
+import optuna.visualization as vis
+from optuna.trial import TrialState
+
+from search.config import SearchSpace
+from search.errors import UsageError
+from search.export import open_existing, ranked, trial_entry
+from search.storage import DEFAULT_URL, mask
+
+if TYPE_CHECKING:
+    from plotly.graph_objects import Figure
+
+REPORTS = Path("reports")
+PARAMS = tuple(SearchSpace.model_fields)  # l1, l2, dropout
+METRIC = "val_accuracy"
+MIN_TRIALS_FOR_IMPORTANCES = 5  # fewer complete trials rank the parameters by noise
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+table { border-collapse: collapse; } td, th { padding: .25em .8em; border-bottom: 1px solid #ddd; }
+td { text-align: right; font-variant-numeric: tabular-nums; } .note { color: #666; }
+"""
+
+
+def _importances(study: optuna.Study) -> Figure | str:
+    complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    if complete < MIN_TRIALS_FOR_IMPORTANCES:
+        return (
+            "Not enough complete trials to rank the hyperparameters "
+            f"({complete}; importances need at least {MIN_TRIALS_FOR_IMPORTANCES})."
+        )
+    return vis.plot_param_importances(study, target_name=METRIC)
+
+
+PLOTS: dict[str, Callable[[optuna.Study], Figure | str]] = {
+    "Optimization history": lambda s: vis.plot_optimization_history(s, target_name=METRIC),
+    "Hyperparameter importances": _importances,
+    "Parallel coordinates": lambda s: vis.plot_parallel_coordinate(
+        s, params=list(PARAMS), target_name=METRIC
+    ),
+    "Slices: l1, l2 and dropout": lambda s: vis.plot_slice(
+        s, params=list(PARAMS), target_name=METRIC
+    ),
+    f"Intermediate values ({METRIC} per epoch)": vis.plot_intermediate_values,
+}
+
+
+def _cells(tag: str, row: list[object]) -> str:
+    return "".join(f"<{tag}>{html.escape(str(v))}</{tag}>" for v in row)
+
+
+def _table(study: optuna.Study, top: int) -> str:
+    entries = [trial_entry(t) for t in ranked(study, top)]
+    if not entries:
+        return '<p class="note">No complete trial yet.</p>'
+    head = ["rank", "trial", METRIC, "best epoch", "epochs run", *PARAMS]
+    rows = [
+        [i, e["trial"], f"{e['value']:.4f}", e["best_epoch"], e["epochs_run"]]
+        + [f"{e['params'].get(p, float('nan')):.3g}" for p in PARAMS]
+        for i, e in enumerate(entries, 1)
+    ]
+    body = "".join(f"<tr>{_cells('td', row)}</tr>" for row in rows)
+    return f"<table><tr>{_cells('th', head)}</tr>{body}</table>"
+
+
+def render(study: optuna.Study, storage_url: str | None, top: int = 10) -> str:
+    """The page for one study: a summary, the top trials, then each plot (plotly.js inline once)."""
+    from plotly.offline import get_plotlyjs
+
+    states = Counter(t.state.name.lower() for t in study.get_trials(deepcopy=False))
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "no trials"
+    sections = [f"<h2>Top trials</h2>{_table(study, top)}"]
+    plots = PLOTS if ranked(study, 1) else {}  # the table says there is nothing to plot
+    for title, plot in plots.items():
+        figure = plot(study)
+        body = (
+            f'<p class="note">{html.escape(figure)}</p>'
+            if isinstance(figure, str)
+            else figure.to_html(full_html=False, include_plotlyjs=False)
+        )
+        sections.append(f"<h2>{html.escape(title)}</h2>{body}")
+    name = html.escape(study.study_name)
+    return (
+        f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{name}: search report</title>'
+        f"<style>{STYLE}</style><script>{get_plotlyjs()}</script></head><body>"
+        f"<h1>Study {name}</h1><p>{len(study.trials)} trials ({summary}); storage "
+        f"{html.escape(mask(storage_url or DEFAULT_URL))}</p>{''.join(sections)}</body></html>\n"
+    )
+
+
+def write_reports(
+    storage_url: str | None, study_name: str | None = None, top: int = 10, root: Path = REPORTS
+) -> list[Path]:
+    """Write ``<root>/<study>.html`` for ``study_name``, or for every study in the storage."""
+    storage = open_existing(storage_url)
+    names = [study_name] if study_name else optuna.get_all_study_names(storage)
+    if not names:
+        raise UsageError(f"STORAGE {mask(storage_url or DEFAULT_URL)}: no studies to report on")
+    studies = []
+    for name in names:
+        try:
+            studies.append(optuna.load_study(study_name=name, storage=storage))
+        except KeyError:
+            raise UsageError(f"no study named {name!r} in this storage") from None
+    root.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for study in studies:
+        path = root / f"{study.study_name}.html"
+        path.write_text(render(study, storage_url, top))
+        paths.append(path)
+    return paths

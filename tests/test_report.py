@@ -1,0 +1,69 @@
+"""``report``: one self-contained HTML page per study with the plots and the top trials."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from plotly.offline import get_plotlyjs
+
+from search.cli import main
+from search.errors import UsageError
+from search.report import MIN_TRIALS_FOR_IMPORTANCES, PLOTS, write_reports
+from search.storage import open_storage
+from search.study import prepare_study
+from tests.test_export import add_trials  # trials without training
+
+
+@pytest.fixture
+def storage(tiny_config, sqlite_url):
+    return open_storage(sqlite_url, tiny_config.storage)
+
+
+def test_page_has_every_plot_and_the_top_trials(tiny_config, storage, sqlite_url, tmp_path):
+    values = [0.5, 0.6, None, 0.8, 0.55, 0.7, 0.65]
+    add_trials(prepare_study(tiny_config, storage), tiny_config, values)
+    (path,) = write_reports(sqlite_url, "tiny", top=3, root=tmp_path)
+    assert path == tmp_path / "tiny.html"
+    page = path.read_text()
+    assert page.count('class="plotly-graph-div"') == len(PLOTS) == 5
+    for title in PLOTS:
+        assert f"<h2>{title}</h2>" in page
+    assert page.count(get_plotlyjs()[:200]) == 1  # plotly.js inline, once
+    assert "<script src=" not in page  # nothing to fetch: opens with no server
+    rows = re.findall(r"<tr><td>(\d+)</td><td>(\d+)</td><td>([\d.]+)</td>", page)
+    assert rows == [("1", "3", "0.8000"), ("2", "5", "0.7000"), ("3", "6", "0.6500")]
+
+
+def test_too_few_trials_for_importances(tiny_config, storage, sqlite_url, tmp_path):
+    add_trials(prepare_study(tiny_config, storage), tiny_config, [0.5])
+    page = write_reports(sqlite_url, "tiny", root=tmp_path)[0].read_text()
+    assert "Not enough complete trials to rank the hyperparameters" in page
+    assert f"at least {MIN_TRIALS_FOR_IMPORTANCES}" in page
+    assert page.count('class="plotly-graph-div"') == len(PLOTS) - 1
+
+
+def test_every_study_by_default(tiny_config, storage, sqlite_url, tmp_path):
+    prepare_study(tiny_config, storage, "first")
+    prepare_study(tiny_config, storage, "second")  # no trials at all: still a page
+    paths = write_reports(sqlite_url, root=tmp_path)
+    assert sorted(p.name for p in paths) == ["first.html", "second.html"]
+    empty = (tmp_path / "second.html").read_text()
+    assert "No complete trial yet" in empty and "plotly-graph-div" not in empty
+
+
+def test_unknown_study_and_empty_storage(storage, sqlite_url, tmp_path):
+    with pytest.raises(UsageError, match="no studies"):
+        write_reports(sqlite_url, root=tmp_path)
+    with pytest.raises(UsageError, match="no study named 'nope'"):
+        write_reports(sqlite_url, "nope", root=tmp_path)
+    assert not tmp_path.joinpath("nope.html").exists()
+
+
+def test_cli(tiny_config, storage, sqlite_url, tmp_path, capsys, monkeypatch):
+    add_trials(prepare_study(tiny_config, storage), tiny_config, [0.5, 0.6])
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", "--storage", sqlite_url]) == 0
+    assert capsys.readouterr().out.strip() == "wrote reports/tiny.html"
+    assert main(["report", "--storage", sqlite_url, "--study", "nope"]) == 2
+    assert capsys.readouterr().err.strip() == "error: no study named 'nope' in this storage"

@@ -1,0 +1,84 @@
+"""``retrain``: the exported trial trained again and tested once, its files beside the export."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import yaml
+
+from search.cli import main
+from search.config import parse_config
+from search.export import export
+from search.retrain import resolve_export, retrain
+from search.runner import run_search
+from tests.conftest import tiny_raw
+
+OUTPUTS = {"model.keras", "history.json", "curves.png", "metrics.json"}
+
+
+@pytest.fixture(scope="module")
+def best(tmp_path_factory: pytest.TempPathFactory, cifar_dir: Path) -> Path:
+    """A real one-trial search on the synthetic batches, exported."""
+    tmp = tmp_path_factory.mktemp("retrain")
+    url = f"sqlite:///{tmp / 'optuna.db'}"
+    run_search(parse_config(tiny_raw(tmp), "tiny"), 1, storage_url=url, data_dir=str(cifar_dir))
+    export(url, "tiny", root=tmp / "exports")
+    return tmp / "exports" / "tiny" / "best.yaml"
+
+
+def test_reproduces_the_trial_and_tests_once(best, cifar_dir):
+    exported = yaml.safe_load(best.read_text())
+    metrics = retrain(best, str(cifar_dir))
+    assert OUTPUTS <= {p.name for p in best.parent.iterdir()}
+    assert json.loads((best.parent / "metrics.json").read_text()) == metrics
+    assert (metrics["train_images"], metrics["test_images"]) == (400, 100)
+    assert metrics["epochs"] == exported["best_epoch"] and metrics["seed"] == exported["seed"]
+    # Same seed, params, split and epochs: the trial's validation accuracy (100 images) again.
+    assert metrics["val_accuracy"] == pytest.approx(exported["value"], abs=0.02)
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0 and math.isfinite(metrics["test_loss"])
+    history = json.loads((best.parent / "history.json").read_text())
+    assert len(history["val_accuracy"]) == exported["best_epoch"]
+
+    model = keras.saving.load_model(best.parent / "model.keras")
+    assert model.predict(np.zeros((2, 32, 32, 3), np.uint8), verbose=0).shape == (2, 10)
+
+
+def test_full_trains_on_every_training_image(best, cifar_dir):
+    metrics = retrain(best, str(cifar_dir), full=True)
+    assert metrics["full"] and metrics["train_images"] == 500
+    assert metrics["val_accuracy"] is None and 0.0 <= metrics["test_accuracy"] <= 1.0
+    assert (best.parent / "curves.png").stat().st_size > 0
+
+
+def test_a_study_config_means_its_export(best, tmp_path, monkeypatch):
+    monkeypatch.chdir(best.parent.parent.parent)  # where exports/ is
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_raw(tmp_path)))
+    assert resolve_export(config) == Path("exports/tiny/best.yaml")
+    assert resolve_export(best) == best
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--config", "missing.yaml"], "missing.yaml: no such file"),
+        (["--config", "study.yaml"], "exports/tiny/best.yaml: no export of this study yet"),
+        (["--config", "study.yaml", "--study", "other"], "exports/other/best.yaml: no export"),
+        (["--config", "bad.yaml"], "not an export (no params), nor a study config"),
+        (["--config", "half.yaml"], "half.yaml: not an export (seed: Field required)"),
+    ],
+)
+def test_cli_errors(args, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("study.yaml").write_text(yaml.safe_dump(tiny_raw(tmp_path)))
+    Path("bad.yaml").write_text("trial: 3\n")
+    Path("half.yaml").write_text(yaml.safe_dump({"study_name": "x", "trial": 1, "value": 0.5,
+                                                 "best_epoch": 2, "params": {}, "config": {}}))
+    assert main(["retrain", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
