@@ -35,12 +35,11 @@ def serve(storage_url: str | None, artifacts: str, host: str, port: int) -> int:
     from optuna_dashboard import run_server
 
     from search.artifacts import artifact_store
-    from search.export import open_existing
-    from search.storage import DEFAULT_URL, mask
+    from search.storage import DEFAULT_URL, mask, open_storage
 
     if not 1 <= port <= 65535:
         raise UsageError(f"PORT {port}: not a TCP port (1-65535)")
-    storage = open_existing(storage_url)
+    storage = open_storage(storage_url, create=False)
     print(
         f"optuna-dashboard at http://{host}:{port}/dashboard "
         f"(storage {mask(storage_url or DEFAULT_URL)}, artifacts {artifacts}); Ctrl-C stops it",

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import sqlalchemy
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
@@ -16,23 +15,6 @@ from search.storage import DEFAULT_URL, mask, open_storage
 from search.study import package_versions, stored_config
 
 EXPORTS = Path("exports")
-
-
-def open_existing(url: str | None) -> optuna.storages.RDBStorage:
-    """``open_storage`` for commands that only read: a missing SQLite file is an error."""
-    url = url or DEFAULT_URL
-    try:
-        parsed = sqlalchemy.engine.make_url(url)
-    except (sqlalchemy.exc.ArgumentError, ValueError):
-        parsed = None  # open_storage explains
-    if (
-        parsed is not None
-        and parsed.get_backend_name() == "sqlite"
-        and parsed.database not in (None, "", ":memory:")
-        and not Path(parsed.database).is_file()
-    ):
-        raise UsageError(f"STORAGE {mask(url)}: no such database file (run a search first)")
-    return open_storage(url)
 
 
 def ranked(study: optuna.Study, k: int) -> list[FrozenTrial]:
@@ -58,7 +40,7 @@ def export(
     storage_url: str | None, study_name: str, top: int = 1, root: Path = EXPORTS
 ) -> list[Path]:
     """Write ``best.yaml`` and ``.json`` (and ``top.*`` if ``top > 1``); return the paths."""
-    storage = open_existing(storage_url)
+    storage = open_storage(storage_url, create=False)
     config = stored_config(storage, study_name)
     study = optuna.load_study(study_name=study_name, storage=storage)
     trials = ranked(study, top)

@@ -13,8 +13,8 @@ from optuna.trial import TrialState
 
 from search.config import SearchSpace
 from search.errors import UsageError
-from search.export import open_existing, ranked, trial_entry
-from search.storage import DEFAULT_URL, mask
+from search.export import ranked, trial_entry
+from search.storage import DEFAULT_URL, mask, open_storage
 
 if TYPE_CHECKING:
     from plotly.graph_objects import Figure
@@ -101,7 +101,7 @@ def write_reports(
     storage_url: str | None, study_name: str | None = None, top: int = 10, root: Path = REPORTS
 ) -> list[Path]:
     """Write ``<root>/<study>.html`` for ``study_name``, or for every study in the storage."""
-    storage = open_existing(storage_url)
+    storage = open_storage(storage_url, create=False)
     names = [study_name] if study_name else optuna.get_all_study_names(storage)
     if not names:
         raise UsageError(f"STORAGE {mask(storage_url or DEFAULT_URL)}: no studies to report on")

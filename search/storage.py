@@ -90,8 +90,13 @@ def _rdb_storage(url: str, parsed: URL, settings: Storage) -> optuna.storages.RD
         )
 
 
-def open_storage(url: str | None, settings: Storage = Storage()) -> optuna.storages.RDBStorage:
-    """Connect to (and if needed create the tables of) the study storage."""
+def open_storage(
+    url: str | None, settings: Storage = Storage(), *, create: bool = True
+) -> optuna.storages.RDBStorage:
+    """Connect to the study storage, creating its tables if needed.
+
+    With ``create=False`` (commands that only read), a missing SQLite file is an error.
+    """
     url = url or DEFAULT_URL
     parsed = _parse(url)
     shown = mask(url)
@@ -103,6 +108,8 @@ def open_storage(url: str | None, settings: Storage = Storage()) -> optuna.stora
         raise UsageError(f"STORAGE {shown}: database driver not installed ({exc})") from None
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         folder = Path(parsed.database).parent
+        if not create and not Path(parsed.database).is_file():
+            raise UsageError(f"STORAGE {shown}: no such database file (run a search first)")
         if url == DEFAULT_URL:
             folder.mkdir(parents=True, exist_ok=True)
         elif not folder.is_dir():
