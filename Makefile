@@ -10,7 +10,7 @@ PORT ?= 8080
 OPTS = $(if $(STORAGE),--storage '$(STORAGE)') $(if $(STUDY),--study '$(STUDY)')
 DATA = $(if $(DATA_DIR),--data-dir '$(DATA_DIR)')
 
-.PHONY: setup search worker test dashboard export retrain report
+.PHONY: setup search worker test dashboard export retrain report bench
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt
@@ -40,3 +40,7 @@ retrain: setup
 
 report: setup
 	$(PY) -m search report $(OPTS) $(if $(TOP),--top $(TOP))
+
+# Speed, overhead, memory, pruning and storage figures (about 12 min on 2 cores); not in `test`.
+bench: setup
+	$(PY) -m bench $(DATA)

@@ -21,7 +21,6 @@ from search.errors import Interrupted
 from search.model import build_model
 
 PARAMS = ("l1", "l2", "dropout")
-STEPS_PER_EXECUTION = 8
 
 
 def suggest(trial: optuna.Trial, space: SearchSpace) -> dict[str, float]:
@@ -69,9 +68,6 @@ def fit(
     verbose: int = 0,
 ) -> None:
     """Train on ``train``, reshuffled each epoch, validating on ``val`` (if given) after each."""
-    # Several batches per call of the compiled step: less Python per batch. Batch-level
-    # callbacks (StopOnRequest, TerminateOnNaN) then run every STEPS_PER_EXECUTION batches.
-    model.steps_per_execution = STEPS_PER_EXECUTION
     with released_gradients():
         model.fit(
             make_dataset(*train, training.batch_size, shuffle=True),
