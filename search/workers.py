@@ -150,11 +150,11 @@ def run_worker(spec: WorkerSpec, budget: Budget, split: Split | None = None) -> 
             study.optimize(objective, n_trials=1, gc_after_trial=True)
     except Interrupted:
         pass
-    except sqlalchemy.exc.OperationalError as exc:
-        url = spec.storage_url or DEFAULT_URL
+    except (sqlalchemy.exc.OperationalError, optuna.exceptions.StorageInternalError) as exc:
+        url = spec.storage_url or DEFAULT_URL  # Optuna wraps the driver's error in its own
         raise UsageError(
             f"STORAGE {mask(url)}: database unreachable for {RECONNECT_SECONDS:.0f}s, stopping; "
-            f"the running trial is retried once it is back ({reason(exc, url)})"
+            f"the running trial is retried once it is back ({reason(exc.__cause__ or exc, url)})"
         ) from None
     return EXIT_INTERRUPTED if stop_requested() else 0
 

@@ -1,0 +1,108 @@
+"""A database that goes away: reconnect with backoff while it is back soon, one clear error if not."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import optuna
+import pytest
+import sqlalchemy
+
+from search import storage as storage_module
+from search.storage import open_storage
+
+
+class Proxy:
+    """A TCP relay on loopback to the real server that can be taken down and brought back."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        self.port = probe.getsockname()[1]
+        probe.close()
+        self._sockets: list[socket.socket] = []
+        self._listener: socket.socket | None = None
+        self.up()
+
+    def up(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", self.port), reuse_port=True)
+        threading.Thread(target=self._accept, args=(self._listener,), daemon=True).start()
+
+    def down(self) -> None:
+        """Close the listener and every relayed connection, as a server restart does."""
+        for s in [self._listener, *self._sockets]:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+        self._sockets.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.target)
+            self._sockets += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a: socket.socket, b: socket.socket) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+@pytest.fixture
+def proxied_url(postgres_url):
+    url = sqlalchemy.engine.make_url(postgres_url)
+    proxy = Proxy((url.host, url.port))
+    yield proxy, url.set(port=proxy.port).render_as_string(hide_password=False)
+    proxy.down()
+
+
+def test_a_short_outage_is_ridden_out(proxied_url):
+    proxy, url = proxied_url
+    study = optuna.create_study(storage=open_storage(url), direction="maximize")
+
+    def objective(trial: optuna.Trial) -> float:
+        if trial.number == 1:  # the server restarts while this trial trains
+            proxy.down()
+            threading.Timer(3.0, proxy.up).start()
+            time.sleep(0.5)
+        for step in range(3):
+            trial.report(step / 10, step)
+        return trial.suggest_float("x", 0, 1)
+
+    start = time.monotonic()
+    study.optimize(objective, n_trials=3)
+    assert time.monotonic() - start >= 2.5  # it really waited for the server
+    states = [t.state for t in optuna.load_study(study_name=study.study_name, storage=url).trials]
+    assert states == [optuna.trial.TrialState.COMPLETE] * 3
+
+
+def test_an_outage_that_lasts_ends_in_an_error(proxied_url, monkeypatch):
+    proxy, url = proxied_url
+    monkeypatch.setattr(storage_module, "RECONNECT_SECONDS", 2.0)
+    storage = open_storage(url)
+    optuna.create_study(storage=storage, study_name="gone")
+    proxy.down()
+    start = time.monotonic()
+    with pytest.raises(optuna.exceptions.StorageInternalError) as info:
+        optuna.load_study(study_name="gone", storage=storage)
+    assert isinstance(info.value.__cause__, sqlalchemy.exc.OperationalError)
+    assert 1.5 <= time.monotonic() - start < 30
