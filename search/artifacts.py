@@ -28,6 +28,7 @@ def plot_curves(history: dict[str, list[float]], path: Path, title: str) -> None
             if values := history.get(key):  # no validation when retraining on all images
                 ax.plot(range(1, len(values) + 1), values, marker="o", label=label)
         ax.set(title=f"{title}: {metric}", xlabel="epoch", ylabel=metric)
+        ax.xaxis.get_major_locator().set_params(integer=True)  # whole epochs
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=80)
