@@ -77,22 +77,13 @@ def trials_per_minute(folder: Path, workers: int, trials: int) -> dict[str, floa
             "per_min_after_startup": round(60 * steady, 1)}
 
 
-def storage_ms_per_trial(url: str, trials: int, epochs: int = 20) -> float:
-    """Ask, suggest, a dozen user attrs, a report per epoch and tell, with heartbeats on."""
+def storage_ms_per_trial(url: str, trials: int) -> float:
+    """Ask, suggest, a dozen user attrs, a report and prune check per epoch, tell; heartbeats on."""
+    from bench.storage import objective
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(study_name="overhead", storage=open_storage(url, Storage()),
                                 sampler=optuna.samplers.RandomSampler(0), direction="maximize")
-
-    def objective(trial: optuna.Trial) -> float:
-        for name in ("l1", "l2", "dropout"):
-            trial.suggest_float(name, 1e-6, 0.5)
-        for i in range(12):
-            trial.set_user_attr(f"attr{i}", i)
-        for epoch in range(epochs):
-            trial.report(0.5, epoch)
-            trial.should_prune()
-        return 0.5
-
     start = time.perf_counter()
     study.optimize(objective, n_trials=trials)
     return round(1000 * (time.perf_counter() - start) / trials, 1)
