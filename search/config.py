@@ -134,7 +134,7 @@ class Storage(_Strict):
 class StudyConfig(_Strict):
     """Everything that defines a study; ``fingerprint()`` is what must not change on resume."""
 
-    study_name: str = Field(min_length=1)
+    study_name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # also a folder name
     seed: int = 0
     search_space: SearchSpace = SearchSpace()
     data: Data = Data()

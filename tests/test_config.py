@@ -43,6 +43,7 @@ def test_a_parameter_can_be_fixed():
         ({"sampler": {"name": "cmaes"}}, "f.yaml: sampler: unknown name 'cmaes'"),
         ({"pruner": {"name": "patient"}}, "f.yaml: pruner: unknown name 'patient'"),
         ({"data": {"train_size": 49_000, "val_size": 5_000}}, "f.yaml: data: train_size + val_size exceeds"),
+        ({"study_name": "../up"}, "f.yaml: study_name: String should match pattern"),
     ],
 )
 def test_bad_configs_are_refused_in_one_line(raw, expected):
