@@ -19,8 +19,6 @@ from bench.common import REPO, bench_config, proc_status, spread
 
 
 def service(folder: Path, tmp: Path, data: dict, seconds: float) -> dict[str, Any]:
-    import optuna
-
     from search.artifacts import TrialArtifacts
     from search.data import load_split
     from search.errors import Interrupted
