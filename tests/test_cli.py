@@ -1,5 +1,6 @@
 """The command line as users call it: exit codes, one-line errors, nothing written on bad input."""
 
+import os
 import subprocess
 import sys
 
@@ -11,7 +12,7 @@ from tests.conftest import REPO, tiny_raw
 
 def cli(*args, cwd=REPO):
     return subprocess.run([sys.executable, "-m", "search", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=300)
+                          cwd=cwd, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
 
 
 def write_config(tmp_path, raw):
@@ -85,3 +86,19 @@ def test_a_search_prints_a_line_per_trial_and_a_summary(tmp_path, cifar_dir):
     assert "l1=" in output and "val_accuracy=" in output and "epochs=1" in output
     assert "best: trial" in result.stdout
     assert f"storage: sqlite:///{db} (study 'tiny', 2 trials in all)" in result.stdout
+
+
+def test_a_worker_joins_a_study_with_the_config_stored_on_it(tmp_path, cifar_dir):
+    raw = tiny_raw(tmp_path)
+    raw["training"]["epochs"] = 1
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    started = cli("search", "--config", write_config(tmp_path, raw), "--storage", url,
+                  "--data-dir", str(cifar_dir), "--trials", "1")
+    assert started.returncode == 0, started.stderr
+    elsewhere = tmp_path / "other-machine"  # no config file here: the study carries it
+    elsewhere.mkdir()
+    joined = cli("worker", "--storage", url, "--study", "tiny", "--trials", "1",
+                 "--data-dir", str(cifar_dir), cwd=elsewhere)
+    assert joined.returncode == 0, joined.stderr
+    assert "(study 'tiny', 2 trials in all)" in joined.stdout
+    assert_one_line_error(cli("worker", "--storage", url, "--study", "nope"), "no study named 'nope'")
