@@ -63,6 +63,9 @@ class SearchSpace(_Strict):
         return param
 
 
+PARAMS = tuple(SearchSpace.model_fields)  # ("l1", "l2", "dropout")
+
+
 class Data(_Strict):
     """The stratified train/validation split carved from the 50,000 training images."""
 

@@ -15,12 +15,11 @@ import tensorflow as tf
 from optuna_integration.keras import KerasPruningCallback
 from tensorflow.python.framework.ops import gradient_registry
 
-from search.config import SearchSpace, StudyConfig, Training
+from search.config import PARAMS, SearchSpace, StudyConfig, Training
 from search.data import Split
 from search.errors import Interrupted
 from search.model import build_model
 
-PARAMS = ("l1", "l2", "dropout")
 
 
 def suggest(trial: optuna.Trial, space: SearchSpace) -> dict[str, float]:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import threading
 
 import optuna
-import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
+
+from search.storage import UNREACHABLE
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
@@ -50,7 +51,7 @@ class Monitor:
         while not self._done.wait(self.interval):
             try:
                 self.poll()
-            except sqlalchemy.exc.SQLAlchemyError:  # the database is away; the workers retry
+            except UNREACHABLE:  # the database is away; the workers retry
                 pass
 
     def __enter__(self) -> Monitor:

@@ -11,7 +11,7 @@ import optuna
 import optuna.visualization as vis
 from optuna.trial import TrialState
 
-from search.config import SearchSpace
+from search.config import PARAMS
 from search.errors import UsageError
 from search.export import ranked, trial_entry
 from search.storage import DEFAULT_URL, mask, open_storage
@@ -20,7 +20,6 @@ if TYPE_CHECKING:
     from plotly.graph_objects import Figure
 
 REPORTS = Path("reports")
-PARAMS = tuple(SearchSpace.model_fields)  # l1, l2, dropout
 METRIC = "val_accuracy"
 MIN_TRIALS_FOR_IMPORTANCES = 5  # fewer complete trials rank the parameters by noise
 

@@ -17,6 +17,8 @@ from search.errors import UsageError
 
 DEFAULT_URL = "sqlite:///storage/optuna.db"
 RECONNECT_SECONDS = 60.0
+# A database that is away: the driver's error, or Optuna's wrapping of it.
+UNREACHABLE = (sqlalchemy.exc.OperationalError, optuna.exceptions.StorageInternalError)
 # A bare dialect means SQLAlchemy's default driver (psycopg2, mysqlclient), which we don't ship.
 INSTALLED_DRIVERS = {"postgresql": "psycopg", "mysql": "pymysql", "mariadb": "pymysql"}
 

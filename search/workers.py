@@ -114,12 +114,18 @@ def _without_stop_traceback(record: logging.LogRecord) -> bool:
 def run_worker(spec: WorkerSpec, budget: Budget, split: Split | None = None) -> int:
     """Run trials until the budget is spent or a stop is requested; return the exit code."""
     import optuna
-    import sqlalchemy
     import tensorflow as tf
 
     from search.artifacts import TrialArtifacts
     from search.objective import Objective, derive_seed
-    from search.storage import DEFAULT_URL, RECONNECT_SECONDS, mask, open_storage, reason
+    from search.storage import (
+        DEFAULT_URL,
+        RECONNECT_SECONDS,
+        UNREACHABLE,
+        mask,
+        open_storage,
+        reason,
+    )
     from search.study import make_pruner, make_sampler
 
     if spec.threads:
@@ -150,8 +156,8 @@ def run_worker(spec: WorkerSpec, budget: Budget, split: Split | None = None) -> 
             study.optimize(objective, n_trials=1, gc_after_trial=True)
     except Interrupted:
         pass
-    except (sqlalchemy.exc.OperationalError, optuna.exceptions.StorageInternalError) as exc:
-        url = spec.storage_url or DEFAULT_URL  # Optuna wraps the driver's error in its own
+    except UNREACHABLE as exc:
+        url = spec.storage_url or DEFAULT_URL
         raise UsageError(
             f"STORAGE {mask(url)}: database unreachable for {RECONNECT_SECONDS:.0f}s, stopping; "
             f"the running trial is retried once it is back ({reason(exc.__cause__ or exc, url)})"
