@@ -11,8 +11,9 @@ import sqlalchemy
 import yaml
 
 from search.config import StudyConfig, parse_config
+from search.testing import POSTGRES_ADMIN, REPO, make_cifar_folder, server_database
 
-REPO = Path(__file__).resolve().parent.parent
+__all__ = ["REPO", "bench_config", "postgres_url", "proc_status", "spread", "synthetic_folder"]
 
 
 def spread(values: list[float], digits: int = 3) -> dict[str, Any]:
@@ -47,19 +48,15 @@ def bench_config(tmp: Path, name: str, data: dict, epochs: int, **overrides: Any
 
 def synthetic_folder(folder: Path) -> Path:
     """A cifar-10-batches-py folder of the real shape (50,000 + 10,000 images), synthetic pixels."""
-    from tests.conftest import make_cifar_folder
-
     return make_cifar_folder(folder / "cifar-10-batches-py", per_batch=10_000)
 
 
 @contextmanager
 def postgres_url() -> Iterator[str | None]:
     """A fresh database on the local PostgreSQL server, dropped afterwards; None if none answers."""
-    from bench.parallel import postgres_database
-
     with ExitStack() as stack:
         try:
-            url = stack.enter_context(postgres_database())
+            url = stack.enter_context(server_database(POSTGRES_ADMIN))
         except sqlalchemy.exc.OperationalError:
             url = None
         yield url

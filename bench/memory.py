@@ -28,7 +28,7 @@ def service(folder: Path, tmp: Path, data: dict, seconds: float) -> dict[str, An
 
     config = bench_config(tmp, "bench-memory", data, 20)
     split = load_split(folder, config.data)
-    study = prepare_study(config, open_storage(f"sqlite:///{tmp / 'memory.db'}", config.storage))
+    study, _ = prepare_study(config, open_storage(f"sqlite:///{tmp / 'memory.db'}", config.storage))
     deadline = time.monotonic() + seconds
     stop = lambda: "bench time limit" if time.monotonic() > deadline else None  # noqa: E731
     objective = Objective(config, split, on_trial_end=TrialArtifacts(config.storage.artifacts), should_stop=stop)

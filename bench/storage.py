@@ -36,7 +36,7 @@ def objective(trial: optuna.Trial) -> float:
 
 def _worker(url: str, study_name: str, index: int, trials: int, start: Any) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.load_study(study_name=study_name, storage=open_storage(url, Storage()))
+    study = optuna.load_study(study_name=study_name, storage=open_storage(url, Storage()).rdb)
     study.sampler = make_sampler(TPE(), seed=index)
     study.pruner = make_pruner(MedianPruner(), EPOCHS)
     start.wait()
@@ -45,7 +45,7 @@ def _worker(url: str, study_name: str, index: int, trials: int, start: Any) -> N
 
 def trials_per_second(url: str, workers: int, trials: int, name: str) -> float:
     """Trials per second once all ``workers`` processes are connected and released together."""
-    optuna.create_study(study_name=name, storage=open_storage(url, Storage()), direction="maximize")
+    optuna.create_study(study_name=name, storage=open_storage(url, Storage()).rdb, direction="maximize")
     start = CONTEXT.Barrier(workers + 1)
     processes = [
         CONTEXT.Process(target=_worker, args=(url, name, i, trials, start)) for i in range(workers)

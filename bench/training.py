@@ -16,7 +16,7 @@ from keras import layers, regularizers
 from bench.common import bench_config, postgres_url, spread
 from search.config import StudyConfig, Training
 from search.data import load_split, load_train
-from search.objective import fit, seeded_model
+from search.training import fit, seeded_model
 from search.storage import mask, open_storage
 from search.study import prepare_study
 from search.workers import Budget, WorkerSpec, run_worker
@@ -122,8 +122,9 @@ def throughput(folder: Path, images: int, repeats: int, seed: int = 0) -> dict[s
 def run_search(config: StudyConfig, folder: Path, url: str, trials: int) -> tuple[optuna.Study, datetime]:
     """``trials`` trials through the worker loop a search runs; returns the study and its end."""
     split = load_split(folder, config.data)
-    study = prepare_study(config, open_storage(url, config.storage))
-    run_worker(WorkerSpec(config, url, study.study_name, str(folder)), Budget(trials), split)
+    storage = open_storage(url, config.storage)
+    study, _ = prepare_study(config, storage)
+    run_worker(WorkerSpec(config, url, study.study_name, str(folder)), Budget(trials), split, storage)
     return study, datetime.now()
 
 

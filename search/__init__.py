@@ -4,10 +4,31 @@ The command line (``python -m search``) is the main entry point; the same steps 
 
     from search import load_config, run_search
     run_search(load_config("study_configs/smoke.yaml"), trials=5, data_dir="cifar-10-batches-py")
+
+The public names load their modules on first use (PEP 562), so that importing a low layer such
+as ``search.config`` loads neither TensorFlow nor Optuna.
 """
 
-from search.config import StudyConfig, load_config
-from search.errors import UsageError
-from search.runner import run_search
+from __future__ import annotations
 
-__all__ = ["StudyConfig", "UsageError", "load_config", "run_search"]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from search.config import StudyConfig, load_config
+    from search.errors import UsageError
+    from search.runner import run_search
+
+_PUBLIC = {
+    "StudyConfig": "search.config",
+    "load_config": "search.config",
+    "UsageError": "search.errors",
+    "run_search": "search.runner",
+}
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'search' has no attribute {name!r}")
+    return getattr(importlib.import_module(_PUBLIC[name]), name)

@@ -7,12 +7,9 @@ import tempfile
 from pathlib import Path
 
 import optuna
-from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+from optuna.artifacts import upload_artifact
 
-
-def artifact_store(path: str) -> FileSystemArtifactStore:
-    Path(path).mkdir(parents=True, exist_ok=True)
-    return FileSystemArtifactStore(path)
+from search.storage import artifact_store
 
 
 def plot_curves(history: dict[str, list[float]], path: Path, title: str) -> None:

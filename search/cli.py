@@ -89,7 +89,7 @@ def _worker(args: argparse.Namespace) -> int:
 
     if not args.study:
         raise UsageError("worker needs --study (STUDY=...): the name of the study to join")
-    config = stored_config(open_storage(args.storage, create=False), args.study)
+    config = stored_config(open_storage(args.storage, read_only=True), args.study)
     return run_search(config, args.trials, args.workers, args.storage, args.study, args.data_dir)
 
 

@@ -24,29 +24,29 @@ def study_note(config: StudyConfig, packages: dict[str, str]) -> str:
     )
 
 
-def save_study_note(study: optuna.Study, config: StudyConfig, packages: dict[str, str]) -> None:
+def save_study_note(study: optuna.Study, config: StudyConfig) -> None:
+    """Write the study's note from its config and the package versions recorded on it."""
     from optuna_dashboard import save_note
 
-    save_note(study, study_note(config, packages))
+    save_note(study, study_note(config, study.user_attrs.get("packages", {})))
 
 
 def serve(storage_url: str | None, artifacts: str, host: str, port: int) -> int:
     """Run optuna-dashboard until interrupted; print its address first."""
     from optuna_dashboard import run_server
 
-    from search.artifacts import artifact_store
-    from search.storage import DEFAULT_URL, mask, open_storage
+    from search.storage import artifact_store, open_storage
 
     if not 1 <= port <= 65535:
         raise UsageError(f"PORT {port}: not a TCP port (1-65535)")
-    storage = open_storage(storage_url, create=False)
+    storage = open_storage(storage_url, read_only=True)
     print(
         f"optuna-dashboard at http://{host}:{port}/dashboard "
-        f"(storage {mask(storage_url or DEFAULT_URL)}, artifacts {artifacts}); Ctrl-C stops it",
+        f"(storage {storage.masked}, artifacts {artifacts}); Ctrl-C stops it",
         flush=True,
     )
     try:
-        run_server(storage, host=host, port=port, artifact_store=artifact_store(artifacts))
+        run_server(storage.rdb, host=host, port=port, artifact_store=artifact_store(artifacts))
     except OSError as exc:
         raise UsageError(f"cannot serve on {host}:{port} ({exc.strerror or exc})") from None
     return 0

@@ -11,8 +11,8 @@ import yaml
 from optuna.trial import FrozenTrial, TrialState
 
 from search.errors import UsageError
-from search.storage import DEFAULT_URL, mask, open_storage
-from search.study import package_versions, stored_config
+from search.storage import open_storage
+from search.study import stored_config
 
 EXPORTS = Path("exports")
 
@@ -40,20 +40,20 @@ def export(
     storage_url: str | None, study_name: str, top: int = 1, root: Path = EXPORTS
 ) -> list[Path]:
     """Write ``best.yaml`` and ``.json`` (and ``top.*`` if ``top > 1``); return the paths."""
-    storage = open_storage(storage_url, create=False)
+    storage = open_storage(storage_url, read_only=True)
     config = stored_config(storage, study_name)
-    study = optuna.load_study(study_name=study_name, storage=storage)
+    study = storage.load(study_name)
     trials = ranked(study, top)
     if not trials:
         raise UsageError(f"study {study_name!r} has no complete trial yet: nothing to export")
     header = {
         "study_name": study_name,
-        "storage": mask(storage_url or DEFAULT_URL),
+        "storage": storage.masked,
         "metric": "val_accuracy",
     }
     footer = {
         "config": config.model_dump(mode="json"),  # model, optimizer, batch size, epochs, split
-        "packages": package_versions(),
+        "packages": study.user_attrs.get("packages", {}),  # those the trials ran with
     }
     documents = {"best": {**header, **trial_entry(trials[0]), **footer}}
     if top > 1:

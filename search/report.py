@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 from search.config import PARAMS
 from search.errors import UsageError
 from search.export import ranked, trial_entry
-from search.storage import DEFAULT_URL, mask, open_storage
+from search.storage import StudyStorage, open_storage
 
 if TYPE_CHECKING:
     from plotly.graph_objects import Figure
@@ -71,7 +71,7 @@ def _table(study: optuna.Study, top: int) -> str:
     return f"<table><tr>{_cells('th', head)}</tr>{body}</table>"
 
 
-def render(study: optuna.Study, storage_url: str | None, top: int = 10) -> str:
+def render(study: optuna.Study, storage: StudyStorage, top: int = 10) -> str:
     """The page for one study: a summary, the top trials, then each plot (plotly.js inline once)."""
     from plotly.offline import get_plotlyjs
 
@@ -92,7 +92,7 @@ def render(study: optuna.Study, storage_url: str | None, top: int = 10) -> str:
         f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{name}: search report</title>'
         f"<style>{STYLE}</style><script>{get_plotlyjs()}</script></head><body>"
         f"<h1>Study {name}</h1><p>{len(study.trials)} trials ({summary}); storage "
-        f"{html.escape(mask(storage_url or DEFAULT_URL))}</p>{''.join(sections)}</body></html>\n"
+        f"{html.escape(storage.masked)}</p>{''.join(sections)}</body></html>\n"
     )
 
 
@@ -100,20 +100,15 @@ def write_reports(
     storage_url: str | None, study_name: str | None = None, top: int = 10, root: Path = REPORTS
 ) -> list[Path]:
     """Write ``<root>/<study>.html`` for ``study_name``, or for every study in the storage."""
-    storage = open_storage(storage_url, create=False)
-    names = [study_name] if study_name else optuna.get_all_study_names(storage)
+    storage = open_storage(storage_url, read_only=True)
+    names = [study_name] if study_name else optuna.get_all_study_names(storage.rdb)
     if not names:
-        raise UsageError(f"STORAGE {mask(storage_url or DEFAULT_URL)}: no studies to report on")
-    studies = []
-    for name in names:
-        try:
-            studies.append(optuna.load_study(study_name=name, storage=storage))
-        except KeyError:
-            raise UsageError(f"no study named {name!r} in this storage") from None
+        raise UsageError(f"STORAGE {storage.masked}: no studies to report on")
+    studies = [storage.load(name) for name in names]
     root.mkdir(parents=True, exist_ok=True)
     paths = []
     for study in studies:
         path = root / f"{study.study_name}.html"
-        path.write_text(render(study, storage_url, top))
+        path.write_text(render(study, storage, top))
         paths.append(path)
     return paths

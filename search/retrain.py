@@ -83,7 +83,7 @@ def retrain(path: Path, data_dir: str | None, full: bool = False) -> dict[str, A
 
     from search.artifacts import plot_curves
     from search.data import load_test, load_train, resolve_data_dir, split
-    from search.objective import fit, make_dataset, seeded_model
+    from search.training import fit, make_dataset, seeded_model
 
     export = read_export(path)
     config = parse_config({**export.config, "study_name": export.study_name}, f"{path}: config")

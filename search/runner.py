@@ -9,9 +9,10 @@ from collections import Counter
 import optuna
 
 from search.config import StudyConfig
+from search.dashboard import save_study_note
 from search.data import load_split
 from search.progress import Monitor
-from search.storage import DEFAULT_URL, mask, open_storage
+from search.storage import StudyStorage, open_storage
 from search.study import prepare_study
 from search.workers import (
     EXIT_INTERRUPTED,
@@ -19,14 +20,17 @@ from search.workers import (
     WorkerSpec,
     clean_stop,
     launch_id,
+    place_workers,
     run_worker,
     run_workers,
     stop_requested,
+    usable_cores,
+    visible_gpus,
 )
 
 
 def summary(
-    study: optuna.Study, first: int, storage_url: str | None, seconds: float, codes: list[int]
+    study: optuna.Study, first: int, storage: StudyStorage, seconds: float, codes: list[int]
 ) -> str:
     trials = [t for t in study.get_trials(deepcopy=False) if t.number >= first]
     states = Counter(t.state.name for t in trials)
@@ -49,7 +53,7 @@ def summary(
                 "RUNNING until its heartbeat is stale, then a worker fails and retries it"
             )
     lines.append(
-        f"storage: {mask(storage_url or DEFAULT_URL)} "
+        f"storage: {storage.masked} "
         f"(study {study.study_name!r}, {len(study.trials)} trials in all)"
     )
     return "\n".join(lines)
@@ -65,16 +69,20 @@ def run_search(
 ) -> int:
     """Run ``trials`` trials in all over ``workers`` processes; return the exit code."""
     split = load_split(data_dir, config.data)  # bad data stops us before storage is touched
-    study = prepare_study(config, open_storage(storage_url, config.storage), study_name)
+    storage = open_storage(storage_url, config.storage)
+    study, created = prepare_study(config, storage, study_name)
+    if created:
+        save_study_note(study, config.model_copy(update={"study_name": study.study_name}))
     first, start = len(study.trials), time.monotonic()
     spec = WorkerSpec(config, storage_url, study.study_name, data_dir, launch=launch_id(first))
     budget = Budget(trials)
     with Monitor(study, first, trials):
         if workers == 1:
+            (spec,) = place_workers(spec, 1, visible_gpus(), usable_cores())
             with clean_stop():
-                codes = [run_worker(spec, budget, split)]
+                codes = [run_worker(spec, budget, split, storage)]
         else:
             del split
             codes = run_workers(spec, workers, budget)
-    print(summary(study, first, storage_url, time.monotonic() - start, codes))
+    print(summary(study, first, storage, time.monotonic() - start, codes))
     return max(codes)

@@ -1,14 +1,17 @@
-"""The storage layer: SQLAlchemy URLs checked up front, Optuna's RDBStorage with heartbeats."""
+"""The storage layer: SQLAlchemy URLs checked up front, Optuna's RDBStorage with heartbeats,
+and the artifact store beside it."""
 
 from __future__ import annotations
 
 import re
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
 import sqlalchemy
+from optuna.artifacts import FileSystemArtifactStore
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 
@@ -23,6 +26,14 @@ UNREACHABLE = (sqlalchemy.exc.OperationalError, optuna.exceptions.StorageInterna
 INSTALLED_DRIVERS = {"postgresql": "psycopg", "mysql": "pymysql", "mariadb": "pymysql"}
 
 
+def mask(url: str) -> str:
+    """The URL with any password replaced by ``***``; safe for logs, errors and exports."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (sqlalchemy.exc.ArgumentError, ValueError):
+        return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", url)
+
+
 def _parse(url: str) -> URL:
     """The URL, with ``postgresql://`` read as ``postgresql+psycopg://`` (psycopg 3), and so on."""
     try:
@@ -34,19 +45,41 @@ def _parse(url: str) -> URL:
     return parsed
 
 
-def mask(url: str) -> str:
-    """The URL with any password replaced by ``***``; safe for logs, errors and exports."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except (sqlalchemy.exc.ArgumentError, ValueError):
-        return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", url)
-
-
-def reason(exc: BaseException, url: str) -> str:
-    """The first line of a database error, with the URL's password (if any) masked."""
+def _reason(exc: BaseException, url: str) -> str:
     line = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
     password = make_url(url).password
     return line.replace(str(password), "***") if password else line
+
+
+@dataclass(frozen=True)
+class StudyStorage:
+    """An open study storage: its URL, Optuna's ``RDBStorage`` on it, and whether it is read-only."""
+
+    url: str
+    rdb: optuna.storages.RDBStorage
+    read_only: bool = False
+
+    @property
+    def masked(self) -> str:
+        """The URL for messages, files and the screen: any password shown as ``***``."""
+        return mask(self.url)
+
+    def reason(self, exc: BaseException) -> str:
+        """The first line of a database error, with the URL's password (if any) masked."""
+        return _reason(exc, self.url)
+
+    def load(self, study_name: str) -> optuna.Study:
+        """The named study, or one line saying it is not there."""
+        try:
+            return optuna.load_study(study_name=study_name, storage=self.rdb)
+        except KeyError:
+            raise UsageError(f"no study named {study_name!r} in {self.masked}") from None
+
+
+def artifact_store(path: str | Path) -> FileSystemArtifactStore:
+    """The folder where trials' files (curves, histories) live, as Optuna's artifact store."""
+    Path(path).mkdir(parents=True, exist_ok=True)
+    return FileSystemArtifactStore(str(path))
 
 
 def _engine_kwargs(url: URL) -> dict:
@@ -78,26 +111,31 @@ def _retry_connects(engine: sqlalchemy.Engine) -> None:
                 delay = min(delay * 2, 8.0)
 
 
-def _rdb_storage(url: str, parsed: URL, settings: Storage) -> optuna.storages.RDBStorage:
-    with warnings.catch_warnings():  # heartbeats are marked experimental since Optuna 2.8
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(
-            url,
-            engine_kwargs=_engine_kwargs(parsed),
-            heartbeat_interval=settings.heartbeat_interval,
-            grace_period=settings.grace_period,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                max_retry=settings.max_retry
-            ),
-        )
+def _has_tables(url: str, parsed: URL) -> bool:
+    engine = sqlalchemy.create_engine(url, **_engine_kwargs(parsed))
+    try:
+        return "studies" in sqlalchemy.inspect(engine).get_table_names()
+    finally:
+        engine.dispose()
+
+
+def _check_sqlite_file(parsed: URL, shown: str, read_only: bool, default: bool) -> None:
+    database = Path(parsed.database or "")
+    if read_only and not database.is_file():
+        raise UsageError(f"STORAGE {shown}: no such database file (run a search first)")
+    if default:
+        database.parent.mkdir(parents=True, exist_ok=True)
+    elif not database.parent.is_dir():
+        raise UsageError(f"STORAGE {shown}: folder {database.parent} does not exist")
 
 
 def open_storage(
-    url: str | None, settings: Storage = Storage(), *, create: bool = True
-) -> optuna.storages.RDBStorage:
-    """Connect to the study storage, creating its tables if needed.
+    url: str | None, settings: Storage = Storage(), *, read_only: bool = False
+) -> StudyStorage:
+    """Connect to the study storage, creating its tables unless ``read_only``.
 
-    With ``create=False`` (commands that only read), a missing SQLite file is an error.
+    Commands that only read (``export``, ``report``, ``dashboard``) pass ``read_only``: they never
+    create a SQLite file or tables, and a storage that holds no studies is one line.
     """
     url = url or DEFAULT_URL
     parsed = _parse(url)
@@ -109,19 +147,27 @@ def open_storage(
     except ImportError as exc:
         raise UsageError(f"STORAGE {shown}: database driver not installed ({exc})") from None
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        folder = Path(parsed.database).parent
-        if not create and not Path(parsed.database).is_file():
-            raise UsageError(f"STORAGE {shown}: no such database file (run a search first)")
-        if url == DEFAULT_URL:
-            folder.mkdir(parents=True, exist_ok=True)
-        elif not folder.is_dir():
-            raise UsageError(f"STORAGE {shown}: folder {folder} does not exist")
+        _check_sqlite_file(parsed, shown, read_only, default=url == DEFAULT_URL)
+    rendered = parsed.render_as_string(hide_password=False)
     try:
-        storage = _rdb_storage(parsed.render_as_string(hide_password=False), parsed, settings)
+        if read_only and not _has_tables(rendered, parsed):
+            raise UsageError(f"STORAGE {shown}: holds no studies (run a search first)")
+        with warnings.catch_warnings():  # heartbeats are marked experimental since Optuna 2.8
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            rdb = optuna.storages.RDBStorage(
+                rendered,
+                engine_kwargs=_engine_kwargs(parsed),
+                heartbeat_interval=settings.heartbeat_interval,
+                grace_period=settings.grace_period,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                    max_retry=settings.max_retry
+                ),
+                skip_table_creation=read_only,
+            )
     except sqlalchemy.exc.SQLAlchemyError as exc:
-        raise UsageError(f"STORAGE {shown}: cannot open ({reason(exc, url)})") from None
+        raise UsageError(f"STORAGE {shown}: cannot open ({_reason(exc, url)})") from None
     if parsed.get_backend_name() == "sqlite":  # WAL: readers don't wait for the writer
-        event.listen(storage.engine, "connect", _wal)
-        storage.engine.dispose()  # so that every pooled connection is opened in WAL mode
-    _retry_connects(storage.engine)
-    return storage
+        event.listen(rdb.engine, "connect", _wal)
+        rdb.engine.dispose()  # so that every pooled connection is opened in WAL mode
+    _retry_connects(rdb.engine)
+    return StudyStorage(url, rdb, read_only)

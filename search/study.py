@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import json
+import signal
+import time
 import warnings
+from contextlib import contextmanager
 from importlib.metadata import version
-from typing import Any
+from typing import Any, Iterator
 
 import optuna
+from optuna.study import StudyDirection
 
 from search import config as cfg
-from search.dashboard import save_study_note
 from search.errors import UsageError
+from search.storage import StudyStorage
 
 PACKAGES = ("tensorflow", "keras", "optuna", "optuna-integration", "optuna-dashboard", "sqlalchemy")
+DEFINITION_WAIT_SECONDS = 10.0  # how long a joining command waits for a racing creator
 
 
 def package_versions() -> dict[str, str]:
@@ -57,44 +62,71 @@ def _first_difference(stored: Any, current: Any, path: str = "") -> str:
     return f"{path}: stored {json.dumps(stored)}, config has {json.dumps(current)}"
 
 
-def prepare_study(
-    config: cfg.StudyConfig, storage: optuna.storages.BaseStorage, study_name: str | None = None
-) -> optuna.Study:
-    """Create the study, or resume it if its recorded definition matches ``config``."""
-    name = study_name or config.study_name
-    fingerprint = config.fingerprint()
+@contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Ctrl-C and SIGTERM wait until the block is done (they are delivered right after it)."""
+    stops = {signal.SIGINT, signal.SIGTERM}
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, stops)
     try:
-        study = optuna.load_study(study_name=name, storage=storage)
-    except KeyError:
-        study = optuna.create_study(
-            study_name=name, storage=storage, direction="maximize", load_if_exists=True
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
+def _record_definition(study: optuna.Study, config: cfg.StudyConfig) -> None:
+    """What the study was started from; ``fingerprint`` goes last: it marks the record complete."""
+    with warnings.catch_warnings():  # experimental since Optuna 3.2
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(["val_accuracy"])
+    study.set_user_attr("config", config.model_dump(mode="json"))
+    study.set_user_attr("split", config.data.model_dump(mode="json"))
+    study.set_user_attr("packages", package_versions())
+    study.set_user_attr("fingerprint", config.fingerprint())
+
+
+def _stored_fingerprint(study: optuna.Study) -> dict[str, Any]:
+    """The recorded definition, waiting a little for a creator that races us to finish writing it."""
+    deadline = time.monotonic() + DEFINITION_WAIT_SECONDS
+    while (stored := study.user_attrs.get("fingerprint")) is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if stored is None or study.direction != StudyDirection.MAXIMIZE:
+        raise UsageError(
+            f"study {study.study_name!r} was not created by this tool (no recorded definition); "
+            "use another STUDY name"
         )
-    stored = study.user_attrs.get("fingerprint")
-    if stored is None:
-        with warnings.catch_warnings():  # experimental since Optuna 3.2
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names(["val_accuracy"])
-        study.set_user_attr("fingerprint", fingerprint)
-        study.set_user_attr("config", config.model_dump(mode="json"))
-        study.set_user_attr("split", config.data.model_dump(mode="json"))
-        packages = package_versions()
-        study.set_user_attr("packages", packages)
-        save_study_note(study, config.model_copy(update={"study_name": name}), packages)
-    elif stored != fingerprint:
+    return stored
+
+
+def prepare_study(
+    config: cfg.StudyConfig, storage: StudyStorage, study_name: str | None = None
+) -> tuple[optuna.Study, bool]:
+    """Create the study, or resume it if its recorded definition matches ``config``.
+
+    Creation is atomic: of several commands starting the same study at once, exactly one
+    creates it and records its definition; the others check theirs against it. Returns the
+    study and whether this call created it.
+    """
+    name = study_name or config.study_name
+    try:
+        with _signals_deferred():  # a Ctrl-C here would leave a study without its definition
+            study = optuna.create_study(study_name=name, storage=storage.rdb, direction="maximize")
+            _record_definition(study, config.model_copy(update={"study_name": name}))
+        return study, True
+    except optuna.exceptions.DuplicatedStudyError:
+        study = storage.load(name)
+    stored, fingerprint = _stored_fingerprint(study), config.fingerprint()
+    if stored != fingerprint:
         raise UsageError(
             f"study {name!r} was started with another definition; use a new STUDY name or the "
             f"original config ({_first_difference(stored, fingerprint)})"
         )
-    return study
+    return study, False
 
 
-def stored_config(storage: optuna.storages.BaseStorage, study_name: str) -> cfg.StudyConfig:
+def stored_config(storage: StudyStorage, study_name: str) -> cfg.StudyConfig:
     """The config a study was started from, as recorded on it."""
-    try:
-        study = optuna.load_study(study_name=study_name, storage=storage)
-    except KeyError:
-        raise UsageError(f"no study named {study_name!r} in this storage") from None
+    study = storage.load(study_name)
     raw = study.user_attrs.get("config")
-    if raw is None:
+    if not isinstance(raw, dict) or "fingerprint" not in study.user_attrs:
         raise UsageError(f"study {study_name!r} was not created by this tool (no recorded config)")
     return cfg.parse_config({**raw, "study_name": study_name}, f"study {study_name!r}")

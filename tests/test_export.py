@@ -39,7 +39,7 @@ def add_trials(study: optuna.Study, config: StudyConfig, values: list[float | No
 
 @pytest.fixture
 def study(tiny_config: StudyConfig, sqlite_url: str) -> optuna.Study:
-    study = prepare_study(tiny_config, open_storage(sqlite_url, tiny_config.storage))
+    study, _ = prepare_study(tiny_config, open_storage(sqlite_url, tiny_config.storage))
     add_trials(study, tiny_config, [0.5, None, 0.75, 0.6])
     return study
 
@@ -73,7 +73,7 @@ def test_top_k_in_rank_order(study, sqlite_url, tmp_path):
 
 def test_storage_password_is_masked(tiny_config, postgres_url, tmp_path):
     url = postgres_url.replace("postgres@", "postgres:s3cret-pw@")  # trust auth ignores it
-    study = prepare_study(tiny_config, open_storage(url, tiny_config.storage))
+    study, _ = prepare_study(tiny_config, open_storage(url, tiny_config.storage))
     add_trials(study, tiny_config, [0.5])
     export(url, "tiny", top=2, root=tmp_path)
     for path in (tmp_path / "tiny").iterdir():

@@ -77,7 +77,7 @@ def proxied_url(postgres_url):
 
 def test_a_short_outage_is_ridden_out(proxied_url):
     proxy, url = proxied_url
-    study = optuna.create_study(storage=open_storage(url), direction="maximize")
+    study = optuna.create_study(storage=open_storage(url).rdb, direction="maximize")
 
     def objective(trial: optuna.Trial) -> float:
         if trial.number == 1:  # the server restarts while this trial trains
@@ -98,7 +98,7 @@ def test_a_short_outage_is_ridden_out(proxied_url):
 def test_an_outage_that_lasts_ends_in_an_error(proxied_url, monkeypatch):
     proxy, url = proxied_url
     monkeypatch.setattr(storage_module, "RECONNECT_SECONDS", 2.0)
-    storage = open_storage(url)
+    storage = open_storage(url).rdb
     optuna.create_study(storage=storage, study_name="gone")
     proxy.down()
     start = time.monotonic()

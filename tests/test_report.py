@@ -22,7 +22,7 @@ def storage(tiny_config, sqlite_url):
 
 def test_page_has_every_plot_and_the_top_trials(tiny_config, storage, sqlite_url, tmp_path):
     values = [0.5, 0.6, None, 0.8, 0.55, 0.7, 0.65]
-    add_trials(prepare_study(tiny_config, storage), tiny_config, values)
+    add_trials(prepare_study(tiny_config, storage)[0], tiny_config, values)
     (path,) = write_reports(sqlite_url, "tiny", top=3, root=tmp_path)
     assert path == tmp_path / "tiny.html"
     page = path.read_text()
@@ -36,7 +36,7 @@ def test_page_has_every_plot_and_the_top_trials(tiny_config, storage, sqlite_url
 
 
 def test_too_few_trials_for_importances(tiny_config, storage, sqlite_url, tmp_path):
-    add_trials(prepare_study(tiny_config, storage), tiny_config, [0.5])
+    add_trials(prepare_study(tiny_config, storage)[0], tiny_config, [0.5])
     page = write_reports(sqlite_url, "tiny", root=tmp_path)[0].read_text()
     assert "Not enough complete trials to rank the hyperparameters" in page
     assert f"at least {MIN_TRIALS_FOR_IMPORTANCES}" in page
@@ -61,9 +61,9 @@ def test_unknown_study_and_empty_storage(storage, sqlite_url, tmp_path):
 
 
 def test_cli(tiny_config, storage, sqlite_url, tmp_path, capsys, monkeypatch):
-    add_trials(prepare_study(tiny_config, storage), tiny_config, [0.5, 0.6])
+    add_trials(prepare_study(tiny_config, storage)[0], tiny_config, [0.5, 0.6])
     monkeypatch.chdir(tmp_path)
     assert main(["report", "--storage", sqlite_url]) == 0
     assert capsys.readouterr().out.strip() == "wrote reports/tiny.html"
     assert main(["report", "--storage", sqlite_url, "--study", "nope"]) == 2
-    assert capsys.readouterr().err.strip() == "error: no study named 'nope' in this storage"
+    assert capsys.readouterr().err.strip() == f"error: no study named 'nope' in {sqlite_url}"

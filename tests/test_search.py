@@ -12,7 +12,7 @@ from search.errors import UsageError
 from search.runner import run_search
 from search.storage import open_storage
 from search.study import prepare_study
-from tests.conftest import tiny_raw
+from search.testing import tiny_raw
 
 ATTRS = {"n_params", "epochs_run", "best_epoch", "seconds_per_epoch", "train_accuracy",
          "val_accuracy", "train_loss", "val_loss", "seed"}
@@ -60,7 +60,7 @@ def test_the_pruner_prunes_a_hopeless_trial(tmp_path, cifar_dir, sqlite_url):
                    training={"epochs": 3, "batch_size": 50})
     raw["search_space"] = {"l1": {"low": 1e-6, "high": 10.0, "log": True}}
     config = parse_config(raw, "tiny")
-    study = prepare_study(config, open_storage(sqlite_url))
+    study, _ = prepare_study(config, open_storage(sqlite_url))
     study.enqueue_trial({"l1": 1e-6, "l2": 1e-6, "dropout": 0.0})
     study.enqueue_trial({"l1": 10.0, "l2": 1e-6, "dropout": 0.0})  # crushes every weight
     run_search(config, trials=2, storage_url=sqlite_url, data_dir=str(cifar_dir))

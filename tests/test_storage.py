@@ -10,7 +10,7 @@ import sqlalchemy
 import yaml
 
 from search.cli import main
-from tests.conftest import tiny_raw
+from search.testing import tiny_raw
 from search.storage import mask, open_storage
 
 SECRET = "s3cret-pw"
@@ -79,27 +79,27 @@ def test_unknown_driver_on_a_server_creates_no_tables(capsys, cifar_dir, postgre
 
 def test_plain_postgresql_url_uses_psycopg3(postgres_url):
     storage = open_storage(postgres_url.replace("postgresql+psycopg://", "postgresql://"))
-    assert storage.engine.dialect.driver == "psycopg"
-    optuna.create_study(study_name="s", storage=storage)
+    assert storage.rdb.engine.dialect.driver == "psycopg"
+    optuna.create_study(study_name="s", storage=storage.rdb)
     assert "studies" in tables(postgres_url)
 
 
 def test_plain_mysql_url_uses_pymysql(mysql_url):
     storage = open_storage(mysql_url.replace("mysql+pymysql://", "mysql://"))
-    assert storage.engine.dialect.driver == "pymysql"
+    assert storage.rdb.engine.dialect.driver == "pymysql"
 
 
 def test_sqlite_waits_for_locks_and_uses_wal(sqlite_url):
     storage = open_storage(sqlite_url)
-    with storage.engine.connect() as conn:
+    with storage.rdb.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 30_000
 
 
 def test_heartbeats_and_retries_come_from_the_config(sqlite_url, tiny_config):
     storage = open_storage(sqlite_url, tiny_config.storage)
-    assert storage.get_heartbeat_interval() == tiny_config.storage.heartbeat_interval
-    callback = storage.get_heartbeat_stale_trial_callback()
+    assert storage.rdb.get_heartbeat_interval() == tiny_config.storage.heartbeat_interval
+    callback = storage.rdb.get_heartbeat_stale_trial_callback()
     assert isinstance(callback, optuna.storages.RetryHeartbeatStaleTrialCallback)
 
 

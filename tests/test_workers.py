@@ -5,51 +5,34 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import optuna
 import pytest
-import yaml
 from optuna.trial import TrialState
 
-from tests.conftest import REPO, tiny_raw
+from search.testing import start_search, tiny_raw, wait_for_running
 from search.workers import Budget, WorkerSpec, place_workers
-
-
-def write_config(tmp_path: Path, **storage: object) -> Path:
-    raw = tiny_raw(tmp_path, data={"train_size": 100, "val_size": 50},
-                   training={"epochs": 1, "batch_size": 50})
-    raw["storage"].update(storage)
-    path = tmp_path / "study.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
 
 
 def start(tmp_path: Path, cifar_dir: Path, url: str, trials: int, workers: int,
           **storage: object) -> subprocess.Popen:
-    args = ["search", "--config", str(write_config(tmp_path, **storage)), "--storage", url,
-            "--trials", str(trials), "--workers", str(workers), "--data-dir", str(cifar_dir)]
-    return subprocess.Popen([sys.executable, "-m", "search", *args], cwd=REPO, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    raw = tiny_raw(tmp_path, data={"train_size": 100, "val_size": 50},
+                   training={"epochs": 1, "batch_size": 50})
+    raw["storage"].update(storage)
+    return start_search(raw, tmp_path, url, trials, workers, cifar_dir, text=True,
+                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
 def trials(url: str) -> list[optuna.trial.FrozenTrial]:
     return optuna.load_study(study_name="tiny", storage=url).get_trials(deepcopy=False)
 
 
-def wait_for_running(url: str, process: subprocess.Popen) -> optuna.trial.FrozenTrial:
-    """The first trial seen training (its worker attrs are set), polling the storage."""
-    while process.poll() is None:
-        try:
-            running = [t for t in trials(url) if t.state == TrialState.RUNNING and "pid" in t.user_attrs]
-        except (KeyError, optuna.exceptions.StorageInternalError):
-            running = []
-        if running:
-            return running[0]
-        time.sleep(0.1)
-    pytest.fail(f"the search ended before a trial ran:\n{process.stdout.read()}")
+def running_trial(url: str, process: subprocess.Popen) -> optuna.trial.FrozenTrial:
+    trial = wait_for_running(url, "tiny", process)
+    if trial is None:
+        pytest.fail(f"the search ended before a trial ran:\n{process.stdout.read()}")
+    return trial
 
 
 @pytest.mark.parametrize("backend", ["sqlite_url", "postgres_url", "mysql_url"])
@@ -70,7 +53,7 @@ def test_four_workers_run_exactly_the_budget(backend, request, tmp_path, cifar_d
 def test_killed_worker_trial_is_failed_and_retried(tmp_path, cifar_dir, sqlite_url):
     process = start(tmp_path, cifar_dir, sqlite_url, trials=5, workers=2,
                     heartbeat_interval=1, grace_period=2)
-    victim = wait_for_running(sqlite_url, process)
+    victim = running_trial(sqlite_url, process)
     os.kill(victim.user_attrs["pid"], signal.SIGKILL)
     output, _ = process.communicate(timeout=300)
     assert process.returncode == 128 + signal.SIGKILL, output
@@ -87,7 +70,7 @@ def test_killed_worker_trial_is_failed_and_retried(tmp_path, cifar_dir, sqlite_u
 
 def test_sigterm_ends_running_trials_cleanly(tmp_path, cifar_dir, sqlite_url):
     process = start(tmp_path, cifar_dir, sqlite_url, trials=20, workers=2)
-    wait_for_running(sqlite_url, process)
+    running_trial(sqlite_url, process)
     process.send_signal(signal.SIGTERM)
     output, _ = process.communicate(timeout=120)
     assert process.returncode == 130, output
@@ -113,3 +96,12 @@ def test_workers_get_a_gpu_each_or_a_share_of_the_cores(tiny_config):
     on_cpu = place_workers(base, 4, [], cores=16)
     assert [(s.gpu, s.threads) for s in on_cpu] == [(None, 4)] * 4
     assert place_workers(base, 4, [], cores=2)[0].threads == 1
+
+
+def test_a_single_worker_is_placed_and_records_its_device_truly(tiny_config):
+    base = WorkerSpec(tiny_config, None, "tiny", None)
+    (on_gpu,) = place_workers(base, 1, ["3"], cores=16)
+    assert on_gpu.gpu == "3" and on_gpu.device == "GPU 3"
+    (on_cpu,) = place_workers(base, 1, [], cores=16)
+    assert on_cpu.threads is None and on_cpu.device == "CPU, all cores"
+    assert place_workers(base, 2, [], cores=16)[1].device == "CPU, 8 threads"
