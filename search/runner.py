@@ -65,7 +65,8 @@ def run_search(
 ) -> int:
     """Run ``trials`` trials in all over ``workers`` processes; return the exit code."""
     split = load_split(data_dir, config.data)  # bad data stops us before storage is touched
-    study = prepare_study(config, open_storage(storage_url, config.storage), study_name)
+    storage = open_storage(storage_url, config.storage)
+    study = prepare_study(config, storage, study_name, split.fingerprint)
     first, start = len(study.trials), time.monotonic()
     spec = WorkerSpec(config, storage_url, study.study_name, data_dir, launch=launch_id(first))
     budget = Budget(trials)

@@ -11,6 +11,7 @@ import optuna
 
 from search import config as cfg
 from search.dashboard import save_study_note
+from search.data import describe
 from search.errors import UsageError
 
 PACKAGES = ("tensorflow", "keras", "optuna", "optuna-integration", "optuna-dashboard", "sqlalchemy")
@@ -58,9 +59,13 @@ def _first_difference(stored: Any, current: Any, path: str = "") -> str:
 
 
 def prepare_study(
-    config: cfg.StudyConfig, storage: optuna.storages.BaseStorage, study_name: str | None = None
+    config: cfg.StudyConfig,
+    storage: optuna.storages.BaseStorage,
+    study_name: str | None = None,
+    data: dict[str, Any] | None = None,
 ) -> optuna.Study:
-    """Create the study, or resume it if its recorded definition matches ``config``."""
+    """Create the study, or resume it if its recorded definition matches ``config`` and its
+    recorded training data matches ``data`` (``search.data.fingerprint``)."""
     name = study_name or config.study_name
     fingerprint = config.fingerprint()
     try:
@@ -84,6 +89,14 @@ def prepare_study(
         raise UsageError(
             f"study {name!r} was started with another definition; use a new STUDY name or the "
             f"original config ({_first_difference(stored, fingerprint)})"
+        )
+    stored_data = study.user_attrs.get("data")
+    if data is not None and stored_data is None:  # new, or started before data was recorded
+        study.set_user_attr("data", data)
+    elif data is not None and stored_data != data:
+        raise UsageError(
+            f"study {name!r} was searched on other data (stored {describe(stored_data)}, DATA_DIR "
+            f"has {describe(data)}); use the original data or a new STUDY name"
         )
     return study
 
