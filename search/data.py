@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -20,12 +23,14 @@ META_FILE = "batches.meta"
 
 @dataclass(frozen=True)
 class Split:
-    """Training and validation images (uint8, NHWC) and labels (uint8)."""
+    """Training and validation images (uint8, NHWC) and labels (uint8), with the ``fingerprint``
+    of the training images they were carved from."""
 
     x_train: np.ndarray
     y_train: np.ndarray
     x_val: np.ndarray
     y_val: np.ndarray
+    fingerprint: dict[str, Any]
 
 
 def resolve_data_dir(data_dir: str | Path | None) -> Path:
@@ -60,18 +65,67 @@ def _keras_cache() -> Path:
     return Path(root) / "cifar-10-batches-py"
 
 
+def _latin1(text: str, encoding: str) -> bytes:
+    """``_codecs.encode`` as protocol-2 pickles use it for bytes, and for nothing else."""
+    if encoding != "latin1":
+        raise pickle.UnpicklingError(f"refused _codecs.encode to {encoding!r}")
+    return text.encode("latin1")
+
+
+_RECONSTRUCT = np.empty(0).__reduce__()[0]  # numpy's array reconstructor, wherever it lives
+_GLOBALS = {  # all that canonical batches (numpy 1) and their numpy 2 re-pickles refer to
+    ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,
+    ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): _latin1,
+}
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Builds dicts, lists, bytes, str, numbers and numpy arrays; refuses any other global,
+    so a crafted batch cannot run code."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return _GLOBALS[module, name]
+        except KeyError:
+            raise pickle.UnpicklingError(f"refused to load {f'{module}.{name}'!r}") from None
+
+
+def _bad(path: Path, reason: str) -> UsageError:
+    return UsageError(f"{path}: not a CIFAR-10 batch ({reason})")
+
+
+def _integers(path: Path, what: str, value: Any, high: int) -> np.ndarray:
+    """``value`` as uint8 if it holds integers in 0..``high``: no casting, no clipping."""
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError):  # ragged lists
+        array = np.empty(1, dtype=object)
+    if array.size == 0:
+        raise _bad(path, f"no {what}")
+    if array.dtype.kind not in "iu":
+        raise _bad(path, f"{what} are {array.dtype}, not integers")
+    if array.min() < 0 or array.max() > high:
+        raise _bad(path, f"{what} range over {array.min()}..{array.max()}, not 0..{high}")
+    return array.astype(np.uint8, copy=False)
+
+
 def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """One pickled batch as ``(images NHWC uint8, labels uint8)``."""
+    """One pickled batch as ``(images NHWC uint8, labels uint8)``, loaded without running code."""
     try:
         with open(path, "rb") as f:
-            batch = pickle.load(f, encoding="bytes")
-        data = np.asarray(batch[b"data"], dtype=np.uint8)
-        labels = np.asarray(batch[b"labels"], dtype=np.uint8)
-        images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+            batch = _BatchUnpickler(f, encoding="bytes").load()
     except Exception as exc:
-        raise UsageError(f"{path}: not a CIFAR-10 batch ({type(exc).__name__}: {exc})") from None
-    if len(images) != len(labels) or labels.size and labels.max() > 9:
-        raise UsageError(f"{path}: not a CIFAR-10 batch (labels do not match the images)")
+        raise _bad(path, ": ".join([type(exc).__name__, *str(exc).splitlines()[:1]])) from None
+    if not isinstance(batch, dict) or not {b"data", b"labels"} <= batch.keys():
+        raise _bad(path, "no data and labels")
+    data = _integers(path, "pixels", batch[b"data"], 255)
+    labels = _integers(path, "labels", batch[b"labels"], 9)
+    if data.ndim != 2 or data.shape[1] != 3072 or labels.shape != (len(data),):
+        raise _bad(path, f"data {data.shape} and labels {labels.shape}, not (n, 3072) and (n,)")
+    images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
     return np.ascontiguousarray(images), labels
 
 
@@ -90,6 +144,22 @@ def load_test(folder: Path) -> tuple[np.ndarray, np.ndarray]:
     return _read(folder, (TEST_FILE,))
 
 
+def fingerprint(x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    """What a study records of its training data: counts and a SHA-256 of images and labels."""
+    digest = hashlib.sha256(np.ascontiguousarray(x))
+    digest.update(np.ascontiguousarray(y))
+    per_class = np.bincount(y, minlength=10).tolist()
+    return {"images": len(x), "per_class": per_class, "sha256": digest.hexdigest()}
+
+
+def describe(fingerprint: Any) -> str:
+    """``50,000 images sha256 1a2b3c4d5e6f...``; JSON for anything else read back from storage."""
+    match fingerprint:
+        case {"images": int(count), "sha256": str(sha)} if sha.isalnum():
+            return f"{count:,} images sha256 {sha[:12]}..."
+    return json.dumps(fingerprint)
+
+
 def split(x: np.ndarray, y: np.ndarray, data: Data) -> Split:
     """A stratified train/validation split of the training images, fixed by ``data.split_seed``."""
     from sklearn.model_selection import train_test_split
@@ -106,7 +176,7 @@ def split(x: np.ndarray, y: np.ndarray, data: Data) -> Split:
         stratify=y,
         random_state=data.split_seed,
     )
-    return Split(x[train_idx], y[train_idx], x[val_idx], y[val_idx])
+    return Split(x[train_idx], y[train_idx], x[val_idx], y[val_idx], fingerprint(x, y))
 
 
 def load_split(data_dir: str | Path | None, data: Data) -> Split:

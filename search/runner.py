@@ -70,7 +70,7 @@ def run_search(
     """Run ``trials`` trials in all over ``workers`` processes; return the exit code."""
     split = load_split(data_dir, config.data)  # bad data stops us before storage is touched
     storage = open_storage(storage_url, config.storage)
-    study, created = prepare_study(config, storage, study_name)
+    study, created = prepare_study(config, storage, study_name, split.fingerprint)
     if created:
         save_study_note(study, config.model_copy(update={"study_name": study.study_name}))
     first, start = len(study.trials), time.monotonic()

@@ -14,6 +14,7 @@ import optuna
 from optuna.study import StudyDirection
 
 from search import config as cfg
+from search.data import describe
 from search.errors import UsageError
 from search.storage import StudyStorage
 
@@ -73,7 +74,9 @@ def _signals_deferred() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
-def _record_definition(study: optuna.Study, config: cfg.StudyConfig) -> None:
+def _record_definition(
+    study: optuna.Study, config: cfg.StudyConfig, data: dict[str, Any] | None
+) -> None:
     """What the study was started from; ``fingerprint`` goes last: it marks the record complete."""
     with warnings.catch_warnings():  # experimental since Optuna 3.2
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -81,6 +84,8 @@ def _record_definition(study: optuna.Study, config: cfg.StudyConfig) -> None:
     study.set_user_attr("config", config.model_dump(mode="json"))
     study.set_user_attr("split", config.data.model_dump(mode="json"))
     study.set_user_attr("packages", package_versions())
+    if data is not None:
+        study.set_user_attr("data", data)
     study.set_user_attr("fingerprint", config.fingerprint())
 
 
@@ -98,9 +103,13 @@ def _stored_fingerprint(study: optuna.Study) -> dict[str, Any]:
 
 
 def prepare_study(
-    config: cfg.StudyConfig, storage: StudyStorage, study_name: str | None = None
+    config: cfg.StudyConfig,
+    storage: StudyStorage,
+    study_name: str | None = None,
+    data: dict[str, Any] | None = None,
 ) -> tuple[optuna.Study, bool]:
-    """Create the study, or resume it if its recorded definition matches ``config``.
+    """Create the study, or resume it if its recorded definition matches ``config`` and its
+    recorded training data matches ``data`` (``search.data.fingerprint``).
 
     Creation is atomic: of several commands starting the same study at once, exactly one
     creates it and records its definition; the others check theirs against it. Returns the
@@ -110,7 +119,7 @@ def prepare_study(
     try:
         with _signals_deferred():  # a Ctrl-C here would leave a study without its definition
             study = optuna.create_study(study_name=name, storage=storage.rdb, direction="maximize")
-            _record_definition(study, config.model_copy(update={"study_name": name}))
+            _record_definition(study, config.model_copy(update={"study_name": name}), data)
         return study, True
     except optuna.exceptions.DuplicatedStudyError:
         study = storage.load(name)
@@ -119,6 +128,14 @@ def prepare_study(
         raise UsageError(
             f"study {name!r} was started with another definition; use a new STUDY name or the "
             f"original config ({_first_difference(stored, fingerprint)})"
+        )
+    stored_data = study.user_attrs.get("data")
+    if data is not None and stored_data is None:  # new, or started before data was recorded
+        study.set_user_attr("data", data)
+    elif data is not None and stored_data != data:
+        raise UsageError(
+            f"study {name!r} was searched on other data (stored {describe(stored_data)}, DATA_DIR "
+            f"has {describe(data)}); use the original data or a new STUDY name"
         )
     return study, False
 

@@ -1,6 +1,8 @@
 import hashlib
 import pickle
+import shutil
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,6 +10,9 @@ import pytest
 from search import data
 from search.config import Data
 from search.errors import UsageError
+from search.testing import synthetic_images, write_batch
+
+REAL = Path("/work/shared/datasets/cifar10/cifar-10-batches-py")
 
 
 def test_reads_the_canonical_format(cifar_dir):
@@ -57,6 +62,89 @@ def test_corrupt_batch_is_named(tmp_path, cifar_dir):
     (broken / "data_batch_3").write_bytes(b"not a pickle")
     with pytest.raises(UsageError, match="data_batch_3: not a CIFAR-10 batch"):
         data.load_train(data.resolve_data_dir(broken))
+
+
+class Payload:
+    """Unpickled by plain ``pickle``, this runs code: it creates ``marker``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return exec, (f"open({str(self.marker)!r}, 'w').close()",)
+
+
+def test_a_crafted_batch_runs_no_code(tmp_path, cifar_dir):
+    crafted = tmp_path / "crafted"
+    shutil.copytree(cifar_dir, crafted)
+    marker = tmp_path / "marker"
+    blob = pickle.dumps({b"data": Payload(marker), b"labels": [1]}, protocol=2)
+    (crafted / "data_batch_2").write_bytes(blob)
+    with pytest.raises(UsageError, match=r"data_batch_2: .*refused to load '__builtin__.exec'"):
+        data.load_train(crafted)
+    assert not marker.exists()
+    pickle.loads(blob)  # the payload is live: plain pickle would have run it
+    assert marker.exists()
+
+
+def raw_batch(path: Path, pixels: object, labels: object) -> Path:
+    batch = {b"batch_label": b"crafted", b"data": pixels, b"labels": labels}
+    path.write_bytes(pickle.dumps(batch, protocol=2))
+    return path
+
+
+PIXELS = synthetic_images(4, seed=5)[0].transpose(0, 3, 1, 2).reshape(4, -1)
+
+
+@pytest.mark.parametrize(
+    "pixels, labels, message",
+    [
+        (PIXELS.astype(np.float32), [1, 2, 3, 4], "pixels are float32, not integers"),
+        (PIXELS.astype(np.int16) - 1, [1, 2, 3, 4], "pixels range over -1..254"),
+        (PIXELS.astype(np.int16) + 1, [1, 2, 3, 4], "pixels range over 1..256"),
+        (PIXELS, [1, 2, 3.7, 4], "labels are float64, not integers"),
+        (PIXELS, [1, 2, 10, 4], "labels range over 1..10"),
+        (PIXELS, [1, -1, 3, 4], "labels range over -1..4"),
+        (PIXELS, [True, False, True, False], "labels are bool, not integers"),
+        (PIXELS, [1, 2, 3], r"data \(4, 3072\) and labels \(3,\)"),
+        (PIXELS[:, :3000], [1, 2, 3, 4], r"data \(4, 3000\)"),
+        ([], [], "no pixels"),
+    ],
+)
+def test_values_are_checked_not_cast(tmp_path, pixels, labels, message):
+    path = raw_batch(tmp_path / "data_batch_1", pixels, labels)
+    with pytest.raises(UsageError, match=f"data_batch_1: not a CIFAR-10 batch \\({message}"):
+        data.read_batch(path)
+
+
+def test_the_checks_accept_the_edges(tmp_path):
+    pixels = np.zeros((2, 3072), np.int64)
+    pixels[1] = 255
+    x, y = data.read_batch(raw_batch(tmp_path / "b", pixels, [0, 9]))
+    assert x.dtype == y.dtype == np.uint8
+    assert x[1].min() == 255 and y.tolist() == [0, 9]
+
+
+@pytest.mark.skipif(not (REAL / "test_batch").is_file(), reason="no real CIFAR-10 here")
+def test_reads_the_real_test_batch():
+    x, y = data.read_batch(REAL / "test_batch")
+    assert x.shape == (10_000, 32, 32, 3) and x.dtype == np.uint8
+    assert np.bincount(y).tolist() == [1000] * 10
+
+
+def test_the_fingerprint_follows_the_content_not_the_folder(tmp_path, cifar_dir):
+    config = Data(train_size=300, val_size=100)
+    first = data.load_split(cifar_dir, config).fingerprint
+    assert first["images"] == 500 and first["per_class"] == [50] * 10
+    copy = tmp_path / "copy"
+    shutil.copytree(cifar_dir, copy)
+    assert data.load_split(copy, config).fingerprint == first
+    x, y = data.read_batch(copy / "data_batch_4")
+    x[7, 3, 3, 1] ^= 1
+    write_batch(copy / "data_batch_4", x, y)
+    changed = data.load_split(copy, config).fingerprint
+    assert changed["sha256"] != first["sha256"]
+    assert data.describe(changed) == f"500 images sha256 {changed['sha256'][:12]}..."
 
 
 @pytest.fixture

@@ -5,14 +5,17 @@ import signal
 
 import optuna
 import pytest
+import yaml
 from optuna.trial import TrialState
 
+from search.cli import main
 from search.config import parse_config
+from search.data import load_split
 from search.errors import UsageError
 from search.runner import run_search
 from search.storage import open_storage
 from search.study import prepare_study
-from search.testing import tiny_raw
+from search.testing import make_cifar_folder, synthetic_images, tiny_raw, write_batch
 
 ATTRS = {"n_params", "epochs_run", "best_epoch", "seconds_per_epoch", "train_accuracy",
          "val_accuracy", "train_loss", "val_loss", "seed"}
@@ -90,6 +93,41 @@ def test_a_conflicting_config_is_refused_and_nothing_is_written(tmp_path, cifar_
     after = load(sqlite_url)
     assert len(after.trials) == len(before.trials) == 1
     assert after.user_attrs == before.user_attrs
+
+
+def test_resuming_on_other_data_is_refused_and_nothing_is_written(
+    tmp_path, cifar_dir, sqlite_url, capsys
+):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_raw(tmp_path, training={"epochs": 1, "batch_size": 50})))
+    search = ["search", "--config", str(config), "--storage", sqlite_url, "--trials", "1"]
+    assert main([*search, "--data-dir", str(cifar_dir)]) == 0
+    copy = make_cifar_folder(tmp_path / "copy")  # the same images in another folder
+    assert main([*search, "--data-dir", str(copy)]) == 0
+    before = load(sqlite_url)
+    assert len(before.trials) == 2 and before.user_attrs["data"]["images"] == 500
+    write_batch(copy / "data_batch_3", *synthetic_images(100, seed=33))
+    capsys.readouterr()
+    worker = ["worker", "--study", "tiny", "--storage", sqlite_url, "--data-dir", str(copy)]
+    for args in ([*search, "--data-dir", str(copy)], worker):
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.endswith("use the original data or a new STUDY name\n")
+        assert "study 'tiny' was searched on other data (stored 500 images sha256 " in err
+    after = load(sqlite_url)
+    assert len(after.trials) == 2 and after.user_attrs == before.user_attrs
+
+
+def test_a_study_from_before_data_was_recorded_records_it_on_resume(
+    tmp_path, cifar_dir, sqlite_url
+):
+    config = parse_config(tiny_raw(tmp_path), "tiny")
+    assert "data" not in prepare_study(config, open_storage(sqlite_url))[0].user_attrs
+    data = load_split(cifar_dir, config.data).fingerprint
+    assert prepare_study(config, open_storage(sqlite_url), data=data)[0].user_attrs["data"] == data
+    other = {**data, "sha256": "0" * 64}
+    with pytest.raises(UsageError, match="stored 500 images sha256 .*, DATA_DIR has 500 images"):
+        prepare_study(config, open_storage(sqlite_url), data=other)
 
 
 def test_seeds_differ_per_trial_and_are_recorded(tmp_path, cifar_dir, sqlite_url):
