@@ -2,32 +2,51 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, ValidationInfo
+from pydantic import field_validator, model_validator
 
 from search.errors import UsageError
+from search.yamlfile import read_yaml
+
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]  # what NumPy, Keras and scikit-learn accept
+CLASSES = 10
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+def _checked(value: Any, info: ValidationInfo) -> Any:
+    """The one rule for ``l1``, ``l2`` and ``dropout``, as a range (``Param``) or a point."""
+    low, high = value.bounds if isinstance(value, Param) else (value, value)
+    if info.field_name == "dropout" and not (0.0 <= low and high < 1.0):
+        raise ValueError(f"dropout must lie in [0, 1), got {low if low == high else f'[{low}, {high}]'}")
+    if info.field_name != "dropout" and low < 0:
+        raise ValueError(f"a penalty cannot be negative ({low})")
+    return value
 
 
 class Param(_Strict):
-    """A hyperparameter: fixed at ``value``, or sampled from ``[low, high]`` (log scale if ``log``)."""
+    """A hyperparameter: fixed at ``value``, or sampled from ``[low, high]`` (log scale if ``log``).
+
+    With ``off_below`` (log scale only), a value sampled below it means 0: the penalty is off.
+    """
 
     value: float | None = None
     low: float | None = None
     high: float | None = None
     log: bool = False
+    off_below: float | None = None
 
     @model_validator(mode="after")
     def _check(self) -> Param:
         if self.value is not None:
-            if self.low is not None or self.high is not None:
-                raise ValueError("give either value or low/high, not both")
+            if self.low is not None or self.high is not None or self.off_below is not None:
+                raise ValueError("give either value or low/high (and off_below), not both")
             return self
         if self.low is None or self.high is None:
             raise ValueError("needs low and high (or a fixed value)")
@@ -35,35 +54,71 @@ class Param(_Strict):
             raise ValueError(f"low ({self.low}) is greater than high ({self.high})")
         if self.log and self.low <= 0:
             raise ValueError(f"a log scale needs low > 0, got low={self.low}")
+        if self.off_below is not None:
+            if not self.log:
+                raise ValueError("off_below needs a log scale (log: true)")
+            if not self.low < self.off_below <= self.high:
+                raise ValueError(f"off_below ({self.off_below}) must lie in ({self.low}, {self.high}]")
         return self
 
     @property
     def bounds(self) -> tuple[float, float]:
         return (self.value, self.value) if self.value is not None else (self.low, self.high)
 
+    def effective(self, sampled: float) -> float:
+        """The value the model uses: 0 below ``off_below``, else ``sampled``."""
+        return 0.0 if self.off_below is not None and sampled < self.off_below else sampled
+
+    def trial_value(self, value: float) -> float:
+        """The value to sample that means ``value`` (0: off); ``ValueError`` if none does."""
+        if self.off_below is not None and value == 0:
+            return self.low
+        low, high = self.bounds if self.off_below is None else (self.off_below, self.high)
+        if low <= value <= high:
+            return value
+        where = f"outside the search space [{low}, {high}]" if low < high else f"not the fixed value {low}"
+        if self.off_below is not None:
+            where += "; give 0 for off"
+        elif value == 0 and self.log:
+            where += "; add off_below so that 0 means off"
+        raise ValueError(f"{value} is {where}")
+
 
 class SearchSpace(_Strict):
-    l1: Param = Param(low=1e-6, high=1e-2, log=True)
-    l2: Param = Param(low=1e-6, high=1e-2, log=True)
+    """What Optuna samples; l1 and l2 are off (0) in their lowest decade by default."""
+
+    l1: Param = Param(low=1e-7, high=1e-2, log=True, off_below=1e-6)
+    l2: Param = Param(low=1e-7, high=1e-2, log=True, off_below=1e-6)
     dropout: Param = Param(low=0.0, high=0.7)
 
-    @field_validator("l1", "l2")
-    @classmethod
-    def _non_negative(cls, param: Param) -> Param:
-        if param.bounds[0] < 0:
-            raise ValueError(f"a penalty cannot be negative ({param.bounds[0]})")
-        return param
+    _values = field_validator("l1", "l2", "dropout")(_checked)
 
-    @field_validator("dropout")
-    @classmethod
-    def _rate(cls, param: Param) -> Param:
-        low, high = param.bounds
-        if not (0.0 <= low and high < 1.0):
-            raise ValueError(f"dropout must lie in [0, 1), got {low}..{high}")
-        return param
+    def effective(self, params: Mapping[str, float]) -> dict[str, float]:
+        """Sampled values -> the values the model uses (below ``off_below`` -> 0.0)."""
+        return {name: getattr(self, name).effective(params[name]) for name in PARAMS}
+
+    def trial_params(self, point: Mapping[str, float]) -> dict[str, float]:
+        """A point (0 meaning off) -> the values to enqueue; ``ValueError`` naming one outside."""
+        params = {}
+        for name in PARAMS:
+            try:
+                params[name] = getattr(self, name).trial_value(point[name])
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from None
+        return params
 
 
 PARAMS = tuple(SearchSpace.model_fields)  # ("l1", "l2", "dropout")
+
+
+class Point(_Strict):
+    """One value per hyperparameter, 0 meaning off: the baseline, or an exported trial's."""
+
+    l1: float
+    l2: float
+    dropout: float
+
+    _values = field_validator("l1", "l2", "dropout")(_checked)
 
 
 class Data(_Strict):
@@ -71,10 +126,13 @@ class Data(_Strict):
 
     train_size: PositiveInt = 45_000
     val_size: PositiveInt = 5_000
-    split_seed: int = 0
+    split_seed: Seed = 0
 
     @model_validator(mode="after")
     def _check(self) -> Data:
+        for key, size in (("train_size", self.train_size), ("val_size", self.val_size)):
+            if size < CLASSES:  # stratified: one image of each class at least
+                raise ValueError(f"{key} ({size}) must be at least {CLASSES}, one image per class")
         if self.train_size + self.val_size > 50_000:
             raise ValueError("train_size + val_size exceeds the 50,000 training images")
         return self
@@ -133,18 +191,39 @@ class Storage(_Strict):
     max_retry: Annotated[int, Field(ge=0)] = 2
     artifacts: str = "storage/artifacts"
 
+    @model_validator(mode="after")
+    def _check(self) -> Storage:
+        if self.grace_period < 2 * self.heartbeat_interval:  # Optuna's own default is 2x
+            raise ValueError(f"grace_period ({self.grace_period} s) must be at least 2 x heartbeat_interval "
+                             f"({self.heartbeat_interval} s), or live trials are failed as stale")
+        return self
+
 
 class StudyConfig(_Strict):
     """Everything that defines a study; ``fingerprint()`` is what must not change on resume."""
 
-    study_name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # also a folder name
-    seed: int = 0
+    study_name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=100)  # a folder name
+    seed: Seed = 0
     search_space: SearchSpace = SearchSpace()
+    baseline: Point | None = Point(l1=0.0, l2=0.001, dropout=0.5)  # the tutorial's; first trial
     data: Data = Data()
     training: Training = Training()
     sampler: Sampler = TPE()
     pruner: Pruner = MedianPruner()
     storage: Storage = Storage()
+
+    @model_validator(mode="after")
+    def _check(self) -> StudyConfig:
+        """Checks across sections; their messages name their keys."""
+        if self.training.batch_size > self.data.train_size:
+            raise ValueError(f"training.batch_size ({self.training.batch_size}) is larger than "
+                             f"data.train_size ({self.data.train_size})")
+        if self.baseline is not None:
+            try:
+                self.search_space.trial_params(self.baseline.model_dump())
+            except ValueError as exc:
+                raise ValueError(f"baseline.{exc}, or use baseline: null") from None
+        return self
 
     def fingerprint(self) -> dict[str, Any]:
         """The parts that give a trial's value its meaning; a resumed study must match them."""
@@ -154,30 +233,30 @@ class StudyConfig(_Strict):
 _TAGS = {"tpe", "random", "median", "hyperband", "successive_halving", "none"}
 
 
+def first_error(exc: ValidationError) -> str:
+    """A pydantic error in one line: ``key: problem``, or just the problem if it names its keys."""
+    error = exc.errors()[0]
+    key = ".".join(str(p) for p in error["loc"] if p not in _TAGS)
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        message = "unknown key"
+    elif error["type"] == "union_tag_invalid":
+        message = f"unknown name {error['ctx']['tag']!r} (choose {error['ctx']['expected_tags']})"
+    return f"{key}: {message}" if key else message
+
+
 def parse_config(raw: Any, source: str) -> StudyConfig:
     """Validate a mapping, raising ``UsageError`` with one line naming source, key and problem."""
     if not isinstance(raw, dict):
-        raise UsageError(f"{source}: expected a mapping of settings, got {type(raw).__name__}")
+        got = "nothing" if raw is None else type(raw).__name__
+        raise UsageError(f"{source}: expected a mapping of settings, got {got}")
     try:
         return StudyConfig.model_validate(raw)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        key = ".".join(str(p) for p in error["loc"] if p not in _TAGS) or "(top level)"
-        message = error["msg"].removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden":
-            message = "unknown key"
-        elif error["type"] == "union_tag_invalid":
-            message = f"unknown name {error['ctx']['tag']!r} (choose {error['ctx']['expected_tags']})"
-        raise UsageError(f"{source}: {key}: {message}") from None
+        raise UsageError(f"{source}: {first_error(exc)}") from None
 
 
 def load_config(path: str | Path) -> StudyConfig:
     """Read and validate a study config file."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise UsageError(f"{path}: config file not found") from None
-    except yaml.YAMLError as exc:
-        raise UsageError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    return parse_config(raw, str(path))
+    return parse_config(read_yaml(path), str(path))

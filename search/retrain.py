@@ -7,12 +7,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, PositiveInt, ValidationError
 
-from search.config import parse_config
+from search.config import Point, Seed, first_error, parse_config
 from search.errors import UsageError
 from search.export import EXPORTS
+from search.yamlfile import read_yaml
 
 if TYPE_CHECKING:
     import numpy as np
@@ -22,33 +22,26 @@ if TYPE_CHECKING:
 class Export(BaseModel):
     """The part of ``best.yaml`` that retraining reads."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, allow_inf_nan=False)
 
     study_name: str
     trial: int
     value: float
     best_epoch: PositiveInt
-    seed: int
-    params: dict[str, float]
+    seed: Seed
+    params: Point  # checked as the search space is: finite, known names, allowed values
     config: dict[str, Any]
 
 
 def _read_yaml(path: Path) -> Any:
-    try:
-        return yaml.safe_load(path.read_text())
-    except (FileNotFoundError, IsADirectoryError):
-        raise UsageError(f"{path}: no such file (export one with make export)") from None
-    except yaml.YAMLError as exc:
-        raise UsageError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    return read_yaml(path, missing="no such file (export one with make export)")
 
 
 def read_export(path: Path) -> Export:
     try:
         return Export.model_validate(_read_yaml(path))
     except ValidationError as exc:
-        error = exc.errors()[0]
-        key = ".".join(map(str, error["loc"])) or "(top level)"
-        raise UsageError(f"{path}: not an export ({key}: {error['msg']})") from None
+        raise UsageError(f"{path}: not an export ({first_error(exc)})") from None
 
 
 def resolve_export(path: str | Path, study_name: str | None = None) -> Path:
@@ -86,7 +79,9 @@ def retrain(path: Path, data_dir: str | None, full: bool = False) -> dict[str, A
     from search.training import fit, make_dataset, seeded_model
 
     export = read_export(path)
-    config = parse_config({**export.config, "study_name": export.study_name}, f"{path}: config")
+    # An export from before baselines has none; retraining does not need one.
+    raw = {"baseline": None, **export.config, "study_name": export.study_name}
+    config = parse_config(raw, f"{path}: config")
     folder = resolve_data_dir(data_dir)
     x, y = load_train(folder)
     if full:
@@ -98,7 +93,8 @@ def retrain(path: Path, data_dir: str | None, full: bool = False) -> dict[str, A
     training = config.training
 
     start = time.perf_counter()
-    model = seeded_model(export.params, training, export.seed)
+    params = config.search_space.effective(export.params.model_dump())  # below off_below: 0
+    model = seeded_model(params, training, export.seed)
     history = keras.callbacks.History()
     fit(model, _tensors(train), _tensors(val), training, export.best_epoch, [history], verbose=2)
     test = make_dataset(*_tensors((x_test, y_test)), training.batch_size)

@@ -40,6 +40,12 @@ def _parse(url: str) -> URL:
         parsed = make_url(url)
     except (sqlalchemy.exc.ArgumentError, ValueError):
         raise UsageError(f"STORAGE {mask(url)!r} is not a SQLAlchemy URL (e.g. {DEFAULT_URL})") from None
+    memory = not parsed.database or ":memory:" in parsed.database or parsed.query.get("mode") == "memory"
+    if parsed.get_backend_name() == "sqlite" and memory:
+        raise UsageError(
+            f"STORAGE {mask(url)!r}: an in-memory SQLite database is neither shared between workers "
+            f"nor kept; give a file (e.g. {DEFAULT_URL})"
+        )
     if parsed.drivername in INSTALLED_DRIVERS:
         parsed = parsed.set(drivername=f"{parsed.drivername}+{INSTALLED_DRIVERS[parsed.drivername]}")
     return parsed

@@ -13,8 +13,9 @@ import yaml
 
 from search.cli import main
 from search.config import parse_config
+from search.errors import UsageError
 from search.export import export
-from search.retrain import resolve_export, retrain
+from search.retrain import read_export, resolve_export, retrain
 from search.runner import run_search
 from tests.conftest import tiny_raw
 
@@ -82,3 +83,55 @@ def test_cli_errors(args, message, tmp_path, capsys, monkeypatch):
     assert main(["retrain", *args]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+EXPORT = {"study_name": "x", "trial": 1, "value": 0.5, "best_epoch": 2, "seed": 3,
+          "params": {"l1": 0.0, "l2": 0.001, "dropout": 0.5}, "config": {}}
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"l1": -1e-3}, "params.l1: a penalty cannot be negative (-0.001)"),
+        ({"l2": float("nan")}, "params.l2: Input should be a finite number"),
+        ({"l1": float("inf")}, "params.l1: Input should be a finite number"),
+        ({"dropout": 1.0}, "params.dropout: dropout must lie in [0, 1), got 1.0"),
+        ({"momentum": 0.9}, "params.momentum: unknown key"),
+        ({"dropout": None}, "params.dropout: Input should be a valid number"),
+    ],
+)
+def test_an_edited_export_is_checked_like_a_config(change, message, tmp_path):
+    path = tmp_path / "best.yaml"
+    path.write_text(yaml.safe_dump({**EXPORT, "params": {**EXPORT["params"], **change}}))
+    with pytest.raises(UsageError) as info:
+        read_export(path)
+    assert str(info.value) == f"{path}: not an export ({message})"
+
+
+def test_an_export_with_a_repeated_key_or_a_negative_seed_is_refused(tmp_path):
+    path = tmp_path / "best.yaml"
+    path.write_text(yaml.safe_dump(EXPORT) + "seed: 4\n")
+    with pytest.raises(UsageError, match=r"best.yaml: not valid YAML \(duplicate key 'seed' on line \d+\)$"):
+        read_export(path)
+    path.write_text(yaml.safe_dump({**EXPORT, "seed": -1}))
+    with pytest.raises(UsageError, match="seed: Input should be greater than or equal to 0"):
+        read_export(path)
+    path.write_text(yaml.safe_dump(EXPORT))
+    assert read_export(path).params.l2 == 0.001
+
+
+def test_retraining_turns_a_value_below_off_below_off(tmp_path, cifar_dir, monkeypatch):
+    config = parse_config(tiny_raw(tmp_path), "tiny").model_dump(mode="json")
+    assert config["search_space"]["l1"]["off_below"] == 1e-6
+    path = tmp_path / "best.yaml"
+    path.write_text(yaml.safe_dump({**EXPORT, "params": {"l1": 5e-7, "l2": 2e-3, "dropout": 0.3}, "config": config}))
+    built = []
+
+    def stop(params, training, seed):
+        built.append(params)
+        raise RuntimeError("built")
+
+    monkeypatch.setattr("search.objective.seeded_model", stop)
+    with pytest.raises(RuntimeError, match="built"):
+        retrain(path, str(cifar_dir))
+    assert built == [{"l1": 0.0, "l2": 2e-3, "dropout": 0.3}]

@@ -62,6 +62,7 @@ def test_the_pruner_prunes_a_hopeless_trial(tmp_path, cifar_dir, sqlite_url):
     raw = tiny_raw(tmp_path, pruner={"name": "median", "n_startup_trials": 1, "n_warmup_steps": 0},
                    training={"epochs": 3, "batch_size": 50})
     raw["search_space"] = {"l1": {"low": 1e-6, "high": 10.0, "log": True}}
+    raw["baseline"] = None  # l1 = 0 is outside this space
     config = parse_config(raw, "tiny")
     study, _ = prepare_study(config, open_storage(sqlite_url))
     study.enqueue_trial({"l1": 1e-6, "l2": 1e-6, "dropout": 0.0})
@@ -76,6 +77,7 @@ def test_the_pruner_prunes_a_hopeless_trial(tmp_path, cifar_dir, sqlite_url):
 def test_a_diverging_trial_is_pruned_with_its_reason(tmp_path, cifar_dir, sqlite_url):
     raw = tiny_raw(tmp_path)
     raw["search_space"] = {"l1": {"value": 1e38}}  # the penalty overflows float32
+    raw["baseline"] = None
     config = parse_config(raw, "tiny")
     assert run_search(config, trials=1, storage_url=sqlite_url, data_dir=str(cifar_dir)) == 0
     (trial,) = load(sqlite_url).trials

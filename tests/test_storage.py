@@ -40,6 +40,8 @@ def tables(url: str) -> list[str]:
         ("not a url", "is not a SQLAlchemy URL"),
         (f"nosuchdb://user:{SECRET}@127.0.0.1/db", "unknown database driver 'nosuchdb'"),
         (f"postgresql+psycopg://user:{SECRET}@127.0.0.1:1/db", "cannot open"),  # nothing listens
+        ("sqlite:///:memory:", "an in-memory SQLite database is neither shared between workers nor kept"),
+        ("sqlite://", "'sqlite://': an in-memory SQLite database"),
     ],
 )
 def test_bad_urls_get_one_masked_line_and_exit_2(url, message, capsys, cifar_dir, tmp_path):
