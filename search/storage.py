@@ -126,7 +126,7 @@ def _has_tables(url: str, parsed: URL) -> bool:
 
 
 def _check_sqlite_file(parsed: URL, shown: str, read_only: bool, default: bool) -> None:
-    database = Path(parsed.database or "")
+    database = Path(parsed.database)
     if read_only and not database.is_file():
         raise UsageError(f"STORAGE {shown}: no such database file (run a search first)")
     if default:
@@ -152,7 +152,7 @@ def open_storage(
         raise UsageError(f"STORAGE {shown}: unknown database driver {parsed.drivername!r}") from None
     except ImportError as exc:
         raise UsageError(f"STORAGE {shown}: database driver not installed ({exc})") from None
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+    if parsed.get_backend_name() == "sqlite":
         _check_sqlite_file(parsed, shown, read_only, default=url == DEFAULT_URL)
     rendered = parsed.render_as_string(hide_password=False)
     try:

@@ -146,4 +146,5 @@ def stored_config(storage: StudyStorage, study_name: str) -> cfg.StudyConfig:
     raw = study.user_attrs.get("config")
     if not isinstance(raw, dict) or "fingerprint" not in study.user_attrs:
         raise UsageError(f"study {study_name!r} was not created by this tool (no recorded config)")
-    return cfg.parse_config({**raw, "study_name": study_name}, f"study {study_name!r}")
+    # a study started before baselines existed had none
+    return cfg.parse_config({"baseline": None, **raw, "study_name": study_name}, f"study {study_name!r}")

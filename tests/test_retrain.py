@@ -131,7 +131,7 @@ def test_retraining_turns_a_value_below_off_below_off(tmp_path, cifar_dir, monke
         built.append(params)
         raise RuntimeError("built")
 
-    monkeypatch.setattr("search.objective.seeded_model", stop)
+    monkeypatch.setattr("search.training.seeded_model", stop)
     with pytest.raises(RuntimeError, match="built"):
         retrain(path, str(cifar_dir))
     assert built == [{"l1": 0.0, "l2": 2e-3, "dropout": 0.3}]
