@@ -164,12 +164,12 @@ def evaluate(pruner: cfg.Pruner, curves: Curves, orders: int) -> dict[str, Any]:
             "top_pruned_orders": top_pruned, "worst_gap": round(min(gaps), 6)}
 
 
-def run(curves: Curves, orders: int = ORDERS, grid: Sequence[cfg.Pruner] = GRID) -> dict[str, Any]:
-    """Every setting of ``grid``, and the cheapest with zero regret (``none`` always qualifies)."""
+def run(curves: Curves, orders: int = ORDERS) -> dict[str, Any]:
+    """Every setting of ``GRID``, and the cheapest with zero regret (``none`` always has none)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    settings = [evaluate(pruner, curves, orders) for pruner in grid]
+    settings = [evaluate(pruner, curves, orders) for pruner in GRID]
     safe = [s for s in settings if s["top_pruned_orders"] == 0 and s["worst_gap"] == 0]
-    chosen = min(safe, key=lambda s: s["epochs_fraction"])["setting"] if safe else None
+    chosen = min(safe, key=lambda s: s["epochs_fraction"])["setting"]  # ties: the first in GRID
     return {"source": curves.source, "trials": len(curves.trials), "epochs": curves.epochs,
             "orders": orders, "top": TOP, "settings": settings, "chosen": chosen}
 
