@@ -98,7 +98,8 @@ def record(url: str, study_name: str) -> Curves:
                "val_accuracy": [round(t.intermediate_values[s], 6) for s in range(epochs)]} for t in full]
     source = (f"study {study_name!r} in {mask(url)}: {len(full)} of its {len(complete)} complete trials "
               f"(all {epochs} epochs reported), recorded {date.today()} by bench.replay")
-    raw = {"source": source, "config": config.model_dump(mode="json"), "epochs": epochs, "trials": trials}
+    definition = config.model_dump(mode="json", exclude={"storage"})  # no machine-local folders
+    raw = {"source": source, "config": definition, "epochs": epochs, "trials": trials}
     try:
         return Curves.model_validate(raw)
     except ValidationError as exc:  # e.g. a categorical parameter in a foreign study

@@ -110,7 +110,7 @@ def test_record_writes_full_complete_curves_and_round_trips(sqlite_url: str, tmp
     assert replay.main(["record", "--storage", sqlite_url, "--study", study.study_name, "--out", str(out)]) == 0
 
     curves = replay.load(out)
-    assert curves.epochs == 4 and curves.config["training"]["epochs"] == 4
+    assert curves.epochs == 4 and curves.config["training"]["epochs"] == 4 and "storage" not in curves.config
     assert [(t.number, t.val_accuracy) for t in curves.trials] == [(0, [0.1, 0.2, 0.3, 0.35]),
                                                                   (4, [0.3, 0.4, 0.5, 0.55])]
     assert curves.trials[1].params == study.trials[4].params
