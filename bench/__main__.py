@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import memory, storage, training
+from bench import memory, replay, storage, training
 from bench.common import REPO, synthetic_folder
 from search.data import resolve_data_dir
 
@@ -36,6 +36,7 @@ SIZES = {
     "storage": ({"trials": 15, "repeats": 2}, {"trials": 5, "repeats": 1}),
 }
 FULL_TRIAL_IMAGES = 45_000 * 20
+CURVES = REPO / "bench" / "curves" / "cifar10.json"  # recorded with `python -m bench.replay record`
 
 
 def fmt(figure: dict[str, Any], unit: str = "") -> str:
@@ -86,6 +87,9 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         for key, figure in s.items():
             out.append((f"5 {backend} trials/s, {key.replace('_', ' ')}",
                         figure if isinstance(figure, str) else fmt(figure), "", ""))
+    if "replay" in r:  # pruners replayed over recorded curves: epochs spent, top-3 pruned in k/N orders
+        out += [(f"6 replay {setting}", f"{fraction} of epochs", "top-3 kept", f"pruned in {k}, gap {gap}")
+                for setting, fraction, k, gap in replay.rows(r["replay"])]
     return out
 
 
@@ -124,6 +128,8 @@ def main() -> None:
             section = time.monotonic()
             results[name] = measure(sizes[name])
             print(f"  {name}: {time.monotonic() - section:.0f} s", flush=True)
+    if CURVES.is_file():  # no training: seconds
+        results["replay"] = replay.run(replay.load(CURVES))
     results["seconds"] = round(time.monotonic() - start)
     (REPO / "bench" / "results.json").write_text(json.dumps(results, indent=1))
     print(table(results))
