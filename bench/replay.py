@@ -25,7 +25,7 @@ from pydantic import (
 from search import config as cfg
 from search.cli import _Parser, _positive
 from search.errors import UsageError
-from search.storage import mask, open_storage
+from search.storage import open_storage
 from search.study import make_pruner, stored_config
 
 TOP = 3
@@ -82,21 +82,22 @@ def label(pruner: cfg.Pruner) -> str:
 
 def record(url: str, study_name: str) -> Curves:
     """The curves of a study's complete trials that reported every epoch (storage read only)."""
-    storage = open_storage(url, create=False)
+    storage = open_storage(url, read_only=True)
     config = stored_config(storage, study_name)
     if not isinstance(config.pruner, cfg.NoPruner):
         raise UsageError(f"study {study_name!r} ran the {config.pruner.name} pruner: its complete trials are "
                          "survivors, not a sample; record a study run with pruner none")
     epochs = config.training.epochs
-    study = optuna.load_study(study_name=study_name, storage=storage)
+    study = storage.load(study_name)
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    full = [t for t in complete if sorted(t.intermediate_values) == list(range(epochs))  # Keras' epoch steps
+    full = [t for t in complete if len(t.intermediate_values) == epochs  # one report per epoch
             and all(map(math.isfinite, t.intermediate_values.values()))]
     if not full:
         raise UsageError(f"study {study_name!r} has no complete trial with all {epochs} epochs reported")
     trials = [{"number": t.number, "params": t.params,
-               "val_accuracy": [round(t.intermediate_values[s], 6) for s in range(epochs)]} for t in full]
-    source = (f"study {study_name!r} in {mask(url)}: {len(full)} of its {len(complete)} complete trials "
+               "val_accuracy": [round(t.intermediate_values[s], 6) for s in sorted(t.intermediate_values)]}
+              for t in full]
+    source = (f"study {study_name!r} in {storage.masked}: {len(full)} of its {len(complete)} complete trials "
               f"(all {epochs} epochs reported), recorded {date.today()} by bench.replay")
     definition = config.model_dump(mode="json", exclude={"storage"})  # no machine-local folders
     raw = {"source": source, "config": definition, "epochs": epochs, "trials": trials}

@@ -12,6 +12,8 @@ import pytest
 from bench import replay
 from search import config as cfg
 from search.errors import UsageError
+from search.storage import open_storage
+from search.study import prepare_study
 
 EPOCHS = 20
 ORDERS = 6  # not the default 20: a replay that ignores --orders fails
@@ -81,9 +83,7 @@ def test_order_matters_and_is_seeded() -> None:
 
 def make_study(url: str, name: str, pruner: str = "none") -> optuna.Study:
     config = cfg.StudyConfig(study_name=name, training=cfg.Training(epochs=4), pruner={"name": pruner})
-    study = optuna.create_study(study_name=name, storage=url, direction="maximize")
-    study.set_user_attr("config", config.model_dump(mode="json"))
-    return study
+    return prepare_study(config, open_storage(url))[0]
 
 
 def add_trial(study: optuna.Study, curve: list[float], state: str = "complete") -> None:
