@@ -11,10 +11,9 @@ import yaml
 from optuna.trial import FrozenTrial, TrialState
 
 from search.errors import UsageError
+from search.paths import EXPORTS
 from search.storage import open_storage
 from search.study import stored_config
-
-EXPORTS = Path("exports")
 
 
 def ranked(study: optuna.Study, k: int) -> list[FrozenTrial]:

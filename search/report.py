@@ -13,13 +13,14 @@ from optuna.trial import TrialState
 
 from search.config import PARAMS
 from search.errors import UsageError
+from search.paths import REPORTS
 from search.export import ranked, trial_entry
 from search.storage import StudyStorage, open_storage
 
 if TYPE_CHECKING:
     from plotly.graph_objects import Figure
 
-REPORTS = Path("reports")
+
 METRIC = "val_accuracy"
 MIN_TRIALS_FOR_IMPORTANCES = 5  # fewer complete trials rank the parameters by noise
 

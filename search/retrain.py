@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, PositiveInt, ValidationError
 
 from search.config import Point, Seed, first_error, parse_config
 from search.errors import UsageError
-from search.export import EXPORTS
+from search.paths import EXPORTS
 from search.yamlfile import read_yaml
 
 if TYPE_CHECKING:

@@ -1,0 +1,83 @@
+"""A worker that dies mid-trial: its trial goes stale, is failed and retried up to ``max_retry``.
+
+Time is driven directly, as in Optuna's own heartbeat tests: a dead worker's trial is a RUNNING
+trial whose last heartbeat is set far in the past, so nothing depends on how fast a trial runs.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import optuna
+import pytest
+import sqlalchemy
+from optuna.storages._rdb.models import TrialHeartbeatModel
+from optuna.trial import TrialState
+
+from search.config import parse_config
+from search.storage import StudyStorage, open_storage
+from search.study import prepare_study
+from search.testing import tiny_raw
+from search.workers import Budget, WorkerSpec, run_worker
+
+BACKENDS = ["sqlite_url", "postgres_url", "mysql_url"]
+
+
+def dead_workers_trial(study: optuna.Study, storage: StudyStorage) -> int:
+    """Start the next trial (a queued retry first) as a worker would, then let its heartbeat go stale."""
+    trial = study.ask({"l1": optuna.distributions.FloatDistribution(1e-7, 1e-2, log=True),
+                       "l2": optuna.distributions.FloatDistribution(1e-7, 1e-2, log=True),
+                       "dropout": optuna.distributions.FloatDistribution(0.0, 0.7)})
+    storage.rdb.record_heartbeat(trial._trial_id)
+    with storage.rdb.engine.begin() as conn:
+        conn.execute(sqlalchemy.update(TrialHeartbeatModel)
+                     .where(TrialHeartbeatModel.trial_id == trial._trial_id)
+                     .values(heartbeat=datetime(2000, 1, 1)))
+    return trial.number
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("max_retry", [0, 1, 2])
+def test_a_dead_workers_trial_is_retried_up_to_max_retry(backend, max_retry, request, tmp_path, cifar_dir):
+    url = request.getfixturevalue(backend)
+    raw = tiny_raw(tmp_path, data={"train_size": 100, "val_size": 50}, baseline=None,
+                   training={"epochs": 1, "batch_size": 50},
+                   storage={"artifacts": str(tmp_path / "a"), "heartbeat_interval": 5,
+                            "grace_period": 10, "max_retry": max_retry})
+    config = parse_config(raw, "tiny")
+    storage = open_storage(url, config.storage)
+    study, _ = prepare_study(config, storage)
+
+    dead = [dead_workers_trial(study, storage)]
+    for _ in range(max_retry):  # each retry dies too, until the retries are used up
+        optuna.storages.fail_stale_trials(study)
+        dead.append(dead_workers_trial(study, storage))
+    assert run_worker(WorkerSpec(config, url, "tiny", str(cifar_dir)), Budget(1), storage=storage) == 0
+
+    trials = storage.load("tiny").get_trials(deepcopy=False)
+    assert [trials[n].state for n in dead] == [TrialState.FAIL] * len(dead)
+    retries = [t for t in trials if "failed_trial" in t.system_attrs]
+    assert [t.system_attrs["failed_trial"] for t in retries] == dead[:max_retry]
+    assert all(t.params == trials[dead[0]].params for t in retries)  # the same point each time
+    (ran,) = [t for t in trials if t.state == TrialState.COMPLETE]  # what the live worker ran
+    assert ran.params != trials[dead[0]].params  # retries used up: a fresh point
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_live_worker_runs_the_retry_first(backend, request, tmp_path, cifar_dir):
+    url = request.getfixturevalue(backend)
+    raw = tiny_raw(tmp_path, data={"train_size": 100, "val_size": 50}, baseline=None,
+                   training={"epochs": 1, "batch_size": 50},
+                   storage={"artifacts": str(tmp_path / "a"), "heartbeat_interval": 5,
+                            "grace_period": 10, "max_retry": 1})
+    config = parse_config(raw, "tiny")
+    storage = open_storage(url, config.storage)
+    study, _ = prepare_study(config, storage)
+    dead = dead_workers_trial(study, storage)
+
+    assert run_worker(WorkerSpec(config, url, "tiny", str(cifar_dir)), Budget(1), storage=storage) == 0
+    victim, retry = storage.load("tiny").get_trials(deepcopy=False)
+    assert victim.number == dead and victim.state == TrialState.FAIL
+    assert retry.state == TrialState.COMPLETE and retry.params == victim.params
+    assert retry.system_attrs["failed_trial"] == dead and retry.user_attrs["epochs_run"] == 1

@@ -1,0 +1,65 @@
+"""Ctrl-C and SIGTERM through the real CLI: the running trial ends FAIL with its reason, a second
+signal exits at once.
+
+Each trial here trains for many epochs, so the signal lands inside ``fit`` whatever the machine's
+speed: the test waits until the trial is running before it sends anything.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from search.testing import start_search, tiny_raw, wait_for_running
+
+
+def launch(tmp_path: Path, cifar_dir: Path, url: str, workers: int) -> subprocess.Popen:
+    raw = tiny_raw(tmp_path, data={"train_size": 100, "val_size": 50}, baseline=None,
+                   training={"epochs": 500, "batch_size": 50})
+    return start_search(raw, tmp_path, url, 4, workers, cifar_dir, text=True,
+                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def running(url: str, process: subprocess.Popen) -> optuna.trial.FrozenTrial:
+    trial = wait_for_running(url, "tiny", process)
+    if trial is None:
+        pytest.fail(f"the search ended before a trial ran:\n{process.stdout.read()}")
+    return trial
+
+
+def trials(url: str) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name="tiny", storage=url).get_trials(deepcopy=False)
+
+
+@pytest.mark.parametrize("signum, workers", [(signal.SIGINT, 1), (signal.SIGTERM, 1), (signal.SIGTERM, 2)])
+def test_a_stop_signal_fails_the_running_trial_with_its_reason(signum, workers, tmp_path, cifar_dir, sqlite_url):
+    process = launch(tmp_path, cifar_dir, sqlite_url, workers)
+    running(sqlite_url, process)
+    process.send_signal(signum)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 130, output
+    name = signal.Signals(signum).name
+    assert f"stopped by {name}: no new trials were started" in output and "Traceback" not in output
+    done = trials(sqlite_url)
+    assert done and not [t for t in done if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    assert {t.state for t in done} == {TrialState.FAIL}
+    assert {t.user_attrs["fail_reason"] for t in done} == {f"stopped by {name}"}
+    assert all(t.user_attrs["epochs_run"] < 500 for t in done)
+
+
+def test_a_second_signal_exits_at_once_and_leaves_the_trial_to_the_heartbeat(tmp_path, cifar_dir, sqlite_url):
+    process = launch(tmp_path, cifar_dir, sqlite_url, workers=1)
+    trial = running(sqlite_url, process)
+    os.kill(process.pid, signal.SIGINT)
+    os.kill(process.pid, signal.SIGINT)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGINT, output
+    assert "ran " not in output  # no summary: it did not wait for the trial
+    (left,) = [t for t in trials(sqlite_url) if t.number == trial.number]
+    assert left.state == TrialState.RUNNING  # failed and retried by the heartbeat rule later
