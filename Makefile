@@ -7,6 +7,7 @@ CONFIG ?= study_configs/cifar10.yaml
 TRIALS ?= 20
 WORKERS ?= 1
 PORT ?= 8080
+HOST ?= 127.0.0.1
 OPTS = $(if $(STORAGE),--storage '$(STORAGE)') $(if $(STUDY),--study '$(STUDY)')
 DATA = $(if $(DATA_DIR),--data-dir '$(DATA_DIR)')
 
@@ -29,7 +30,8 @@ test: setup
 	$(PY) -m pytest -q tests
 
 dashboard: setup
-	$(PY) -m search dashboard --config $(CONFIG) --port $(PORT) $(if $(STORAGE),--storage '$(STORAGE)')
+	$(PY) -m search dashboard --config $(CONFIG) --host '$(HOST)' --port $(PORT) \
+		$(if $(STORAGE),--storage '$(STORAGE)') $(if $(filter 1,$(ALLOW_WRITES)),--allow-writes)
 
 export: setup
 	$(PY) -m search export --config $(CONFIG) $(OPTS) $(if $(TOP),--top $(TOP))

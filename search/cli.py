@@ -55,6 +55,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--artifacts", help="artifact folder (default: the config's storage.artifacts)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=_positive, default=8080, help="port (default 8080)")
+    p.add_argument(
+        "--allow-writes",
+        action="store_true",
+        help="let anyone who opens it delete, rename and tell studies, edit notes and upload "
+        "artifacts (default: read-only, every change refused)",
+    )
+    p.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="another Host name (or NAME:PORT) to answer to, e.g. behind a proxy; repeatable "
+        "(default: only the bound address and, off loopback, this machine's name)",
+    )
 
     p = commands.add_parser("export", help="write the best trial's settings to exports/<study>/")
     p.add_argument("--config", default=DEFAULT_CONFIG, help="study config naming the study")
@@ -98,7 +112,9 @@ def _dashboard(args: argparse.Namespace) -> int:
     from search.dashboard import serve
 
     artifacts = args.artifacts or load_config(args.config).storage.artifacts
-    return serve(args.storage, artifacts, args.host, args.port)
+    return serve(
+        args.storage, artifacts, args.host, args.port, args.allow_writes, args.allowed_host
+    )
 
 
 def _export(args: argparse.Namespace) -> int:

@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+import json
+import queue
 import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import IO
 
 import optuna
 import pytest
+from optuna.artifacts import upload_artifact
 
+from search.storage import artifact_store
 from search.config import parse_config
 from search.cli import main
+from search.dashboard import READ_ONLY, WRONG_HOST, Guard, allowed_hosts
 from search.runner import run_search
 from search.storage import open_storage
-from tests.conftest import REPO, REQUIRE_SERVICES, tiny_raw
+from search.testing import REPO, tiny_raw
+from tests.conftest import REQUIRE_SERVICES
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -59,32 +68,89 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def dashboard(searched, tmp_path):
-    """The ``dashboard`` command in a subprocess; its base URL once it answers."""
-    url, artifacts = searched
-    port = _free_port()
-    command = [sys.executable, "-m", "search", "dashboard", "--storage", url]
-    command += ["--artifacts", str(artifacts), "--port", str(port)]
-    with open(tmp_path / "dashboard.log", "w") as log:
-        server = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=log, text=True)
-    base = f"http://127.0.0.1:{port}"
+def _first_line(stream: IO[str], seconds: float) -> str:
+    """The stream's first line, or "" if none comes within ``seconds`` (readline alone can hang)."""
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: lines.put(stream.readline()), daemon=True).start()
     try:
-        assert server.stdout.readline().startswith(f"optuna-dashboard at {base}/dashboard ")
+        return lines.get(timeout=seconds)
+    except queue.Empty:
+        return ""
+
+
+@pytest.fixture
+def start_dashboard(tmp_path):
+    """Starts ``dashboard`` in a subprocess: (storage URL, artifacts, *flags) -> its base URL."""
+    servers = []
+
+    def start(url: str, artifacts: Path, *flags: str) -> str:
+        port = _free_port()
+        command = [sys.executable, "-m", "search", "dashboard", "--storage", url]
+        command += ["--artifacts", str(artifacts), "--port", str(port), *flags]
+        log_path = tmp_path / f"dashboard-{port}.log"
+        with open(log_path, "w") as log:
+            server = subprocess.Popen(
+                command, cwd=REPO, stdout=subprocess.PIPE, stderr=log, text=True
+            )
+        servers.append(server)
+        base = f"http://127.0.0.1:{port}"
+        mode = "WRITABLE by anyone" if "--allow-writes" in flags else "read-only;"
+        banner = _first_line(server.stdout, 60)
+        assert banner.startswith(f"optuna-dashboard at {base}/dashboard ({mode} "), (
+            banner or log_path.read_text()
+        )
         deadline = time.monotonic() + 60
         while True:
             try:
                 urllib.request.urlopen(f"{base}/api/studies", timeout=5)
-                break
+                return base
             except OSError:
                 if server.poll() is not None or time.monotonic() > deadline:
-                    log = (tmp_path / "dashboard.log").read_text()
-                    pytest.fail(f"dashboard did not start: {log}")
+                    pytest.fail(f"dashboard did not start: {log_path.read_text()}")
                 time.sleep(0.3)
-        yield base
-    finally:
+
+    yield start
+    for server in servers:
         server.terminate()
         server.wait(timeout=10)
+
+
+@pytest.fixture
+def dashboard(searched, start_dashboard) -> str:
+    """The read-only dashboard on the searched study."""
+    return start_dashboard(*searched)
+
+
+@pytest.fixture
+def small_study(tmp_path) -> tuple[str, Path, int, int]:
+    """A study with one finished trial and one artifact file, no training: URL, artifacts, ids."""
+    url, artifacts = f"sqlite:///{tmp_path / 'small.db'}", tmp_path / "artifacts"
+    study = optuna.create_study(study_name="odd 'name' <b>", storage=url)
+    trial = study.ask({"l2": optuna.distributions.FloatDistribution(1e-6, 1e-2, log=True)})
+    (tmp_path / "history.json").write_text('{"val_accuracy": [0.5]}')
+    upload_artifact(
+        artifact_store=artifact_store(str(artifacts)),
+        file_path=str(tmp_path / "history.json"),
+        study_or_trial=trial,
+    )
+    study.tell(trial, 0.5)
+    storage = open_storage(url).rdb
+    study_id = storage.get_study_id_from_name(study.study_name)
+    return url, artifacts, study_id, storage.get_trial_id_from_study_id_trial_number(study_id, 0)
+
+
+def _request(url: str, method: str = "GET", body: object = None, host: str = "") -> tuple:
+    """Status and JSON answer of one API call."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method)
+    request.add_header("Content-Type", "application/json")
+    if host:
+        request.add_header("Host", host)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status, json.loads(answer.read() or b"{}")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
 
 
 @pytest.fixture
@@ -142,3 +208,113 @@ def test_dashboard_shows_study_trials_and_curves(searched, dashboard, page):
     loaded = "img => img.complete && img.naturalWidth > 0"  # the PNG came from the store
     page.wait_for_function(loaded, arg=curves.element_handle())
     page.screenshot(path=str(SCREENSHOTS / "dashboard-trial.png"), full_page=True)
+
+
+def _snapshot(url: str, study_id: int) -> tuple:
+    """What a write could change: study names, the study's attributes (its note), the trials."""
+    storage = open_storage(url).rdb
+    return (
+        optuna.get_all_study_names(url),
+        storage.get_study_system_attrs(study_id),
+        storage.get_all_trials(study_id),
+    )
+
+
+def test_read_only_refuses_every_write(small_study, start_dashboard):
+    url, artifacts, study_id, trial_id = small_study
+    before, files = _snapshot(url, study_id), sorted(artifacts.iterdir())
+    base = start_dashboard(url, artifacts)
+
+    status, answer = _request(f"{base}/api/studies/{study_id}")
+    assert status == 200 and answer["name"] == "odd 'name' <b>"
+    writes = [
+        ("DELETE", f"/api/studies/{study_id}", {"remove_associated_artifacts": True}),
+        ("POST", f"/api/studies/{study_id}/rename", {"study_name": "renamed"}),
+        ("PUT", f"/api/studies/{study_id}/note", {"version": 0, "body": "defaced"}),
+        ("PUT", f"/api/studies/{study_id}/{trial_id}/note", {"version": 0, "body": "defaced"}),
+        ("POST", f"/api/trials/{trial_id}/user-attrs", {"user_attrs": {"x": 1}}),
+        ("POST", "/api/studies", {"study_name": "new", "directions": ["minimize"]}),
+        ("POST", f"/api/artifacts/{study_id}/{trial_id}", {"file": "data:,x", "filename": "x"}),
+        ("PATCH", f"/api/studies/{study_id}", {}),
+    ]
+    for method, path, body in writes:
+        status, answer = _request(base + path, method, body)
+        assert (status, answer) == (403, {"reason": READ_ONLY}), (method, path)
+
+    assert _snapshot(url, study_id) == before
+    assert sorted(artifacts.iterdir()) == files and files
+
+
+def test_foreign_host_header_refused(small_study, start_dashboard):
+    url, artifacts, *_ = small_study
+    base = start_dashboard(url, artifacts, "--allowed-host", "dash.example.org")
+    port = base.rsplit(":", 1)[1]
+    for host in (f"localhost:{port}", f"[::1]:{port}", "dash.example.org", "dash.example.org:443"):
+        assert _request(f"{base}/api/studies", host=host)[0] == 200, host
+    for host in (f"rebind.attacker.example:{port}", f"localhost:{int(port) + 1}", "localhost"):
+        status, answer = _request(f"{base}/api/studies", host=host)
+        assert status == 403 and "DNS rebinding" in answer["reason"], host
+
+
+def test_allow_writes_deletes(small_study, start_dashboard):
+    url, artifacts, study_id, _ = small_study
+    base = start_dashboard(url, artifacts, "--allow-writes")
+    body = {"remove_associated_artifacts": True}
+    assert _request(f"{base}/api/studies/{study_id}", "DELETE", body)[0] == 204
+    assert optuna.get_all_study_names(url) == []
+    assert list(artifacts.iterdir()) == []
+
+
+HOST_CASES = {  # bind address, --allowed-host: Host headers accepted, refused (port 8080)
+    ("127.0.0.1", ()): (
+        ["localhost:8080", "127.0.0.1:8080", "[::1]:8080", "LocalHost:8080"],
+        ["rebind.attacker.example:8080", "localhost:8081", "localhost", "", "a@localhost:8080"],
+    ),
+    ("0.0.0.0", ("proxy.example:8443",)): (
+        [f"{socket.gethostname()}:8080", "localhost:8080", "proxy.example:8443"],
+        ["rebind.attacker.example:8080", "proxy.example:8080", "proxy.example"],
+    ),
+    ("10.1.2.3", ()): (
+        ["10.1.2.3:8080", f"{socket.gethostname()}:8080"],
+        ["127.0.0.1:8080", "10.1.2.4:8080", "10.1.2.3:80"],
+    ),
+}
+
+
+@pytest.mark.parametrize("bind, extra", HOST_CASES)
+def test_host_check(bind, extra):
+    """The Guard middleware passes on only requests whose Host names the bound address."""
+    accepted, refused = HOST_CASES[bind, extra]
+    guard = Guard(lambda environ, start: [b"ok"], allowed_hosts(bind, 8080, extra), True)
+    for host in accepted + refused:
+        statuses: list[str] = []
+        body = guard({"HTTP_HOST": host, "REQUEST_METHOD": "GET"}, lambda s, h: statuses.append(s))
+        refusal = [json.dumps({"reason": WRONG_HOST}).encode()], ["403 Forbidden"]
+        assert (body, statuses) == (([b"ok"], []) if host in accepted else refusal), host
+
+
+@pytest.mark.parametrize("entry", ["a b", "x:y", "::1", "evil@host", "host:99999", "host/path"])
+def test_bad_allowed_host(entry, sqlite_url, tmp_path, capsys):
+    open_storage(sqlite_url)
+    args = ["--storage", sqlite_url, "--artifacts", str(tmp_path), "--allowed-host", entry]
+    assert main(["dashboard", *args]) == 2
+    assert f"--allowed-host {entry!r}: not a host name" in capsys.readouterr().err
+
+
+def test_ui_delete_refused_on_read_only(small_study, start_dashboard, page):
+    """The study list's delete action, confirmed with its artifacts, leaves study and files."""
+    from playwright.sync_api import expect
+
+    url, artifacts, study_id, _ = small_study
+    files = sorted(artifacts.iterdir())
+    page.goto(f"{start_dashboard(url, artifacts)}/dashboard")
+    page.get_by_role("button", name="delete study").click()
+    dialog = page.get_by_role("dialog", name="Delete study")
+    dialog.get_by_label("Remove associated trial/study artifacts.").check()
+    dialog.get_by_role("button", name="Yes").click()
+    expect(page.get_by_text(f"Failed to delete study (id={study_id})")).to_be_visible()
+
+    page.reload()
+    expect(page.get_by_text("odd 'name' <b>")).to_be_visible()
+    assert optuna.get_all_study_names(url) == ["odd 'name' <b>"]
+    assert sorted(artifacts.iterdir()) == files and files
