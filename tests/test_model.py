@@ -14,7 +14,11 @@ def test_tutorial_architecture_and_parameter_count():
     assert [layer.filters for layer in model.layers if isinstance(layer, keras.layers.Conv2D)] == [32, 64, 64]
     assert model.layers[-3].units == 64 and model.layers[-1].units == 10
     assert model.layers[-2].rate == 0.5
-    assert model.optimizer.learning_rate.numpy() == pytest.approx(1e-3)
+
+
+def test_the_learning_rate_comes_from_the_config():
+    model = build_model(l1=0.0, l2=1e-3, dropout=0.5, training=Training(learning_rate=3e-4))
+    assert model.optimizer.learning_rate.numpy() == pytest.approx(3e-4)
 
 
 def test_penalties_sit_on_the_dense_kernel_only_by_default():

@@ -10,6 +10,7 @@ import sqlalchemy
 import yaml
 
 from search.cli import main
+from search.config import Storage
 from search.testing import tiny_raw
 from search.storage import mask, open_storage
 
@@ -72,10 +73,10 @@ def test_wrong_credentials_are_refused_in_one_masked_line(capsys, cifar_dir, mys
     assert tables(mysql_url) == []  # nothing created
 
 
-def test_unknown_driver_on_a_server_creates_no_tables(capsys, cifar_dir, postgres_url, tmp_path):
-    url = postgres_url.replace("+psycopg", "+nosuch")
-    code, output = run_cli(capsys, cifar_dir, url, tmp_path)
-    assert code == 2 and "unknown database driver" in output
+@pytest.mark.parametrize("command", ["export", "report", "worker"])
+def test_read_only_commands_create_nothing_on_an_empty_server(command, capsys, postgres_url):
+    assert main([command, "--storage", postgres_url, "--study", "any"]) == 2
+    assert "holds no studies (run a search first)" in capsys.readouterr().err
     assert tables(postgres_url) == []
 
 
@@ -86,9 +87,12 @@ def test_plain_postgresql_url_uses_psycopg3(postgres_url):
     assert "studies" in tables(postgres_url)
 
 
-def test_plain_mysql_url_uses_pymysql(mysql_url):
-    storage = open_storage(mysql_url.replace("mysql+pymysql://", "mysql://"))
+@pytest.mark.parametrize("scheme", ["mysql://", "mariadb://"])
+def test_plain_mysql_and_mariadb_urls_use_pymysql(scheme, mysql_url):
+    storage = open_storage(mysql_url.replace("mysql+pymysql://", scheme))
     assert storage.rdb.engine.dialect.driver == "pymysql"
+    optuna.create_study(study_name="s", storage=storage.rdb)
+    assert "studies" in tables(mysql_url)
 
 
 def test_sqlite_waits_for_locks_and_uses_wal(sqlite_url):
@@ -98,11 +102,13 @@ def test_sqlite_waits_for_locks_and_uses_wal(sqlite_url):
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 30_000
 
 
-def test_heartbeats_and_retries_come_from_the_config(sqlite_url, tiny_config):
-    storage = open_storage(sqlite_url, tiny_config.storage)
-    assert storage.rdb.get_heartbeat_interval() == tiny_config.storage.heartbeat_interval
+def test_heartbeats_and_retries_come_from_the_config(sqlite_url):
+    settings = Storage(heartbeat_interval=7, grace_period=23, max_retry=5)  # none of them defaults
+    storage = open_storage(sqlite_url, settings)
+    assert storage.rdb.get_heartbeat_interval() == 7 and storage.rdb.grace_period == 23
     callback = storage.rdb.get_heartbeat_stale_trial_callback()
     assert isinstance(callback, optuna.storages.RetryHeartbeatStaleTrialCallback)
+    assert callback._max_retry == 5
 
 
 def test_mask_hides_passwords_even_in_unparsable_urls():
