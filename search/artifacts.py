@@ -55,7 +55,7 @@ def plot_curves(history: dict[str, list[float]], path: Path, title: str) -> None
         ax.xaxis.get_major_locator().set_params(integer=True)  # whole epochs
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle(title, fontsize="x-large")
+    fig.suptitle(title, fontsize="x-large", parse_math=False)  # a study name may hold "$"
     fig.savefig(path, dpi=100)
     plt.close(fig)
 

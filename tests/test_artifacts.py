@@ -155,3 +155,10 @@ def test_a_search_saves_the_study_curves_and_each_trial_note(tmp_path, cifar_dir
         with Image.open(tmp_path / "artifacts" / png.artifact_id) as image:
             assert image.width >= 1200
     assert not math.isnan(study.best_value)
+
+
+def test_a_title_is_text_not_mathtext(tmp_path, drawn):
+    title = r"study a$\frac$b trial 3 retrained"  # a study name is anyone's
+    plot_curves({"accuracy": [0.3, 0.4], "loss": [2.0, 1.0]}, tmp_path / "curves.png", title)
+    assert drawn[0].get_suptitle() == title
+    assert not any(line.get_label().startswith("best epoch") for line in drawn[0].axes[0].lines)
