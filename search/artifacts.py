@@ -1,39 +1,119 @@
-"""Per-trial artifacts: learning curves (PNG) and per-epoch history (JSON), via optuna.artifacts."""
+"""What a trial leaves for the reader: its learning curves (PNG, shown in its dashboard note) and
+per-epoch history (JSON) via optuna.artifacts, and the study's validation curves (Plotly)."""
 
 from __future__ import annotations
 
 import json
+import logging
+import math
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import optuna
 from optuna.artifacts import upload_artifact
+from optuna.trial import FrozenTrial, TrialState
+
+if TYPE_CHECKING:
+    from plotly.graph_objects import Figure
+
+STUDY_CURVES_ID = "validation-curves"  # the study's figure in optuna-dashboard, rewritten in place
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+MAX_TICKS = 20
+LOSS_TITLE = "loss: cross-entropy + this trial's L1/L2 penalty"
+
+logger = logging.getLogger(__name__)
 
 from search.storage import artifact_store
 
 
+def describe(params: dict[str, float]) -> str:
+    """``l1=1.2e-05, l2=0.00034, dropout=0.312``."""
+    return ", ".join(f"{name}={value:.3g}" for name, value in params.items())
+
+
 def plot_curves(history: dict[str, list[float]], path: Path, title: str) -> None:
-    """Train and validation accuracy and loss per epoch, as in the tutorial's plot."""
+    """Train and validation accuracy and loss per epoch, the best validation epoch marked."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, metric in zip(axes, ("accuracy", "loss")):
+    val = [v for v in history.get("val_accuracy", []) if not math.isnan(v)]
+    best = history["val_accuracy"].index(max(val)) + 1 if val else None  # as ``best_epoch``
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), layout="constrained")
+    for ax, metric, panel in zip(axes, ("accuracy", "loss"), ("accuracy", LOSS_TITLE)):
         for key, label in ((metric, "train"), (f"val_{metric}", "validation")):
             if values := history.get(key):  # no validation when retraining on all images
                 ax.plot(range(1, len(values) + 1), values, marker="o", label=label)
-        ax.set(title=f"{title}: {metric}", xlabel="epoch", ylabel=metric)
+        if best is not None:
+            ax.axvline(best, color="grey", linestyle="--", label=f"best epoch ({best})")
+        ax.set(title=panel, xlabel="epoch", ylabel=metric)
         ax.xaxis.get_major_locator().set_params(integer=True)  # whole epochs
+        ax.grid(alpha=0.3)
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    fig.suptitle(title, fontsize="x-large", parse_math=False)  # a study name may hold "$"
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
+def study_curves(trials: list[FrozenTrial]) -> Figure:
+    """Validation accuracy per epoch (the intermediate values), one line per trial."""
+    import plotly.graph_objects as go
+
+    traces = [  # dicts: validated once by the figure, 3x faster than go.Scatter each
+        {
+            "type": "scatter",
+            "x": steps,
+            "y": [round(t.intermediate_values[s], 4) for s in steps],
+            "mode": "lines+markers",
+            "marker": {"size": 4},
+            "name": f"trial {t.number}",
+            "hovertemplate": f"trial {t.number} ({describe(t.params)})<br>"
+            "epoch %{x}: %{y:.4f}<extra></extra>",
+        }
+        for t in trials
+        if (steps := sorted(t.intermediate_values))
+    ]
+    last = max((max(t.intermediate_values, default=0) for t in trials), default=0)
+    return go.Figure(traces).update_layout(
+        template="plotly_white",
+        xaxis={"title": "epoch", "tickformat": "d", "dtick": max(1, math.ceil(last / MAX_TICKS))},
+        yaxis_title="validation accuracy",
+        title="Validation accuracy per epoch (hover for a trial's parameters)",
+        legend_title="trial",
+        margin={"l": 60, "r": 10, "t": 50, "b": 50},
+    )
+
+
+def save_study_curves(study: optuna.Study, current: int | None = None) -> None:
+    """Store the curves of the study's finished trials (and trial ``current``) for the dashboard.
+
+    Workers rewrite the one figure as their trials end; its JSON is stored in chunks, so two
+    writes at once can interleave: it is checked and written again from fresh trials if so.
+    """
+    from optuna_dashboard import save_plotly_graph_object
+    from optuna_dashboard._custom_plot_data import get_plotly_graph_objects
+
+    storage, study_id = study._storage, study._study_id
+    for _ in range(3):
+        trials = [
+            t
+            for t in study.get_trials(deepcopy=False)
+            if t.state in FINISHED or t.number == current
+        ]
+        save_plotly_graph_object(study, study_curves(trials), graph_object_id=STUDY_CURVES_ID)
+        stored = get_plotly_graph_objects(storage.get_study_system_attrs(study_id))
+        try:
+            json.loads(stored[STUDY_CURVES_ID])
+            return
+        except (KeyError, ValueError):
+            continue
+
+
 class TrialArtifacts:
-    """Uploads a finished (or pruned) trial's curves and history to the artifact store."""
+    """At a trial's end: its curves and history as artifacts, the curves shown in its note, and
+    the study's curves updated. The last two only decorate the dashboard: never fail a trial."""
 
     def __init__(self, path: str) -> None:
         self.store = artifact_store(path)
@@ -43,12 +123,23 @@ class TrialArtifacts:
             return
         with tempfile.TemporaryDirectory() as tmp:
             curves, data = Path(tmp) / "learning_curves.png", Path(tmp) / "history.json"
-            plot_curves(history, curves, f"trial {trial.number}")
+            plot_curves(history, curves, f"trial {trial.number}: {describe(trial.params)}")
             data.write_text(json.dumps(history, indent=1))
-            for path, mimetype in ((curves, "image/png"), (data, "application/json")):
+            curves_id, _ = [
                 upload_artifact(
                     artifact_store=self.store,
                     file_path=str(path),
                     study_or_trial=trial,
                     mimetype=mimetype,
                 )
+                for path, mimetype in ((curves, "image/png"), (data, "application/json"))
+            ]
+        try:
+            from optuna_dashboard import save_note
+
+            study_id = trial.study._study_id
+            url = f"/artifacts/{study_id}/{trial._trial_id}/{curves_id}"  # as the note editor
+            save_note(trial, f"![learning curves of trial {trial.number}]({url})\n")
+            save_study_curves(trial.study, current=trial.number)
+        except Exception as exc:  # noqa: BLE001 - the trial's own result matters more
+            logger.warning("trial %d: dashboard curves not saved (%r)", trial.number, exc)

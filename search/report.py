@@ -1,8 +1,12 @@
-"""``report``: a self-contained HTML page per study: Optuna's plotly plots and the top trials."""
+"""``report``: an HTML page per study (the top trials, Optuna's plots, the validation curves),
+opening from disk with no network: the pages share one copy of plotly.js beside them."""
 
 from __future__ import annotations
 
+import hashlib
 import html
+import os
+import re
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -11,6 +15,7 @@ import optuna
 import optuna.visualization as vis
 from optuna.trial import TrialState
 
+from search.artifacts import FINISHED, study_curves
 from search.config import PARAMS
 from search.errors import UsageError
 from search.paths import REPORTS
@@ -20,7 +25,7 @@ from search.storage import StudyStorage, open_storage
 if TYPE_CHECKING:
     from plotly.graph_objects import Figure
 
-
+PLOTLY_JS = "plotly.min.js"  # written once beside the pages, referenced relatively
 METRIC = "val_accuracy"
 MIN_TRIALS_FOR_IMPORTANCES = 5  # fewer complete trials rank the parameters by noise
 
@@ -28,7 +33,9 @@ STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
 table { border-collapse: collapse; } td, th { padding: .25em .8em; border-bottom: 1px solid #ddd; }
 td { text-align: right; font-variant-numeric: tabular-nums; } .note { color: #666; }
+h2 { margin: 1.2em 0 .3em; }
 """
+LAYOUT = {"title_text": None, "height": 420, "margin": {"l": 60, "r": 20, "t": 30, "b": 50}}
 
 
 def _importances(study: optuna.Study) -> Figure | str:
@@ -50,7 +57,9 @@ PLOTS: dict[str, Callable[[optuna.Study], Figure | str]] = {
     "Slices: l1, l2 and dropout": lambda s: vis.plot_slice(
         s, params=list(PARAMS), target_name=METRIC
     ),
-    f"Intermediate values ({METRIC} per epoch)": vis.plot_intermediate_values,
+    "Validation accuracy per epoch (hover for a trial's parameters)": lambda s: study_curves(
+        s.get_trials(deepcopy=False, states=FINISHED)
+    ),
 }
 
 
@@ -73,9 +82,7 @@ def _table(study: optuna.Study, top: int) -> str:
 
 
 def render(study: optuna.Study, storage: StudyStorage, top: int = 10) -> str:
-    """The page for one study: a summary, the top trials, then each plot (plotly.js inline once)."""
-    from plotly.offline import get_plotlyjs
-
+    """The page for one study: a summary, the top trials, then each plot under its heading."""
     states = Counter(t.state.name.lower() for t in study.get_trials(deepcopy=False))
     summary = ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "no trials"
     sections = [f"<h2>Top trials</h2>{_table(study, top)}"]
@@ -85,16 +92,38 @@ def render(study: optuna.Study, storage: StudyStorage, top: int = 10) -> str:
         body = (
             f'<p class="note">{html.escape(figure)}</p>'
             if isinstance(figure, str)
-            else figure.to_html(full_html=False, include_plotlyjs=False)
+            else figure.update_layout(LAYOUT).to_html(full_html=False, include_plotlyjs=False)
         )
         sections.append(f"<h2>{html.escape(title)}</h2>{body}")
     name = html.escape(study.study_name)
     return (
         f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{name}: search report</title>'
-        f"<style>{STYLE}</style><script>{get_plotlyjs()}</script></head><body>"
+        f'<style>{STYLE}</style><script src="{PLOTLY_JS}"></script></head><body>'
         f"<h1>Study {name}</h1><p>{len(study.trials)} trials ({summary}); storage "
         f"{html.escape(storage.masked)}</p>{''.join(sections)}</body></html>\n"
     )
+
+
+def page_name(study_name: str) -> str:
+    """``<study>.html``, or for a name that is no plain file name a safe one, unique by a hash."""
+    safe = re.sub(r"[^\w.-]", "_", study_name).lstrip(".")
+    if safe != study_name or not safe:
+        safe = f"{safe}-{hashlib.sha256(study_name.encode()).hexdigest()[:8]}"
+    return f"{safe}.html"
+
+
+def write_plotlyjs(root: Path) -> None:
+    """``<root>/plotly.min.js``, the installed plotly's, unless that very file is there already."""
+    from plotly.offline import get_plotlyjs
+
+    script, path = get_plotlyjs().encode(), root / PLOTLY_JS
+    if not path.is_file() or path.read_bytes() != script:
+        partial = path.with_name(f".{PLOTLY_JS}.{os.getpid()}")
+        try:
+            partial.write_bytes(script)
+            partial.replace(path)  # atomic: a page never meets half a script
+        finally:
+            partial.unlink(missing_ok=True)
 
 
 def write_reports(
@@ -106,10 +135,12 @@ def write_reports(
     if not names:
         raise UsageError(f"STORAGE {storage.masked}: no studies to report on")
     studies = [storage.load(name) for name in names]
-    root.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for study in studies:
-        path = root / f"{study.study_name}.html"
-        path.write_text(render(study, storage, top))
-        paths.append(path)
+    paths = [root / page_name(study.study_name) for study in studies]
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        write_plotlyjs(root)
+        for study, path in zip(studies, paths):
+            path.write_text(render(study, storage, top), encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"REPORTS {root}: cannot write ({exc.strerror or exc})") from None
     return paths

@@ -191,6 +191,8 @@ def test_dashboard_shows_study_trials_and_curves(searched, dashboard, page):
     page.goto(f"{dashboard}/dashboard")
     page.get_by_text("browser-check").click()
     expect(page.get_by_text("Best Trial")).to_be_visible()
+    study_curves = page.locator('[id="user-defined-plot:validation-curves"]')  # saved by trials
+    expect(study_curves).to_contain_text("Validation accuracy per epoch")
     study_page = page.url  # .../dashboard/studies/<id>
 
     page.goto(f"{study_page}/note")
@@ -202,11 +204,12 @@ def test_dashboard_shows_study_trials_and_curves(searched, dashboard, page):
     for name, value in best.params.items():
         expect(page.get_by_text(f"{name} {value}", exact=True)).to_be_visible()
     expect(page.get_by_text("learning_curves.png")).to_be_visible()
-    curves = page.locator('img[src^="/artifacts/"]')
-    expect(curves).to_have_count(1)
+    expect(page.locator('img[alt="learning_curves.png"]')).to_have_count(1)  # a thumbnail
+    curves = page.locator(f'img[alt="learning curves of trial {best.number}"]')  # its note
     curves.scroll_into_view_if_needed()
     loaded = "img => img.complete && img.naturalWidth > 0"  # the PNG came from the store
     page.wait_for_function(loaded, arg=curves.element_handle())
+    assert curves.bounding_box()["width"] > 900  # readable, unlike the 200-pixel card
     page.screenshot(path=str(SCREENSHOTS / "dashboard-trial.png"), full_page=True)
 
 

@@ -1,7 +1,9 @@
-"""``report``: one self-contained HTML page per study with the plots and the top trials."""
+"""``report``: one HTML page per study with the plots and the top trials, sharing plotly.js."""
 
 from __future__ import annotations
 
+import html
+import os
 import re
 
 import pytest
@@ -9,7 +11,7 @@ from plotly.offline import get_plotlyjs
 
 from search.cli import main
 from search.errors import UsageError
-from search.report import MIN_TRIALS_FOR_IMPORTANCES, PLOTS, write_reports
+from search.report import MIN_TRIALS_FOR_IMPORTANCES, PLOTLY_JS, PLOTS, write_reports
 from search.storage import open_storage
 from search.study import prepare_study
 from tests.test_export import add_trials  # trials without training
@@ -28,11 +30,43 @@ def test_page_has_every_plot_and_the_top_trials(tiny_config, storage, sqlite_url
     page = path.read_text()
     assert page.count('class="plotly-graph-div"') == len(PLOTS) == 5
     for title in PLOTS:
-        assert f"<h2>{title}</h2>" in page
-    assert page.count(get_plotlyjs()[:200]) == 1  # plotly.js inline, once
-    assert "<script src=" not in page  # nothing to fetch: opens with no server
+        assert page.count(f"<h2>{html.escape(title)}</h2>") == 1
+    assert "Optimization History Plot" not in page  # one title per plot: the heading
+    # the validation curves: axes named, one line per finished trial with values, named
+    assert '"title":{"text":"epoch"}' in page and '"title":{"text":"validation accuracy"}' in page
+    named = re.findall(r'"name":"trial (\d+)"', page)
+    assert named == [str(n) for n, v in enumerate(values) if v is not None]
     rows = re.findall(r"<tr><td>(\d+)</td><td>(\d+)</td><td>([\d.]+)</td>", page)
     assert rows == [("1", "3", "0.8000"), ("2", "5", "0.7000"), ("3", "6", "0.6500")]
+
+
+def test_plotlyjs_written_once_beside_the_pages(tiny_config, storage, sqlite_url, tmp_path):
+    add_trials(prepare_study(tiny_config, storage, "first")[0], tiny_config, [0.5])
+    add_trials(prepare_study(tiny_config, storage, "second")[0], tiny_config, [0.6])
+    root = tmp_path / "reports"
+    root.mkdir()
+    stale = root / PLOTLY_JS
+    stale.write_text("/* an older plotly.js */")
+    pages = [p.read_text() for p in write_reports(sqlite_url, root=root)]
+    assert stale.read_text() == get_plotlyjs()  # replaced: it differed
+    for page in pages:
+        assert page.count(f'<script src="{PLOTLY_JS}"></script>') == 1  # relative: opens from disk
+        assert "<script src=" not in page.replace(f'<script src="{PLOTLY_JS}">', "")
+        assert get_plotlyjs()[:200] not in page and len(page) < 200_000  # no inlined copy
+    os.utime(stale, ns=(0, 0))
+    write_reports(sqlite_url, "first", root=root)
+    assert stale.stat().st_mtime_ns == 0  # the same file: left alone
+    assert sorted(p.name for p in root.iterdir()) == ["first.html", PLOTLY_JS, "second.html"]
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", "/etc/passwd", ".hidden", "x\\y", "ü ß"])
+def test_a_study_name_never_leaves_the_folder(name, tiny_config, storage, sqlite_url, tmp_path):
+    root = tmp_path / "reports"
+    add_trials(prepare_study(tiny_config, storage, name)[0], tiny_config, [0.5])
+    (path,) = write_reports(sqlite_url, name, root=root)
+    assert path.parent == root and path.suffix == ".html" and not path.name.startswith(".")
+    assert sorted(p.name for p in root.iterdir()) == sorted([path.name, PLOTLY_JS])
+    assert path.read_text(encoding="utf-8").count(html.escape(name)) >= 2  # title and heading
 
 
 def test_too_few_trials_for_importances(tiny_config, storage, sqlite_url, tmp_path):
@@ -67,3 +101,11 @@ def test_cli(tiny_config, storage, sqlite_url, tmp_path, capsys, monkeypatch):
     assert capsys.readouterr().out.strip() == "wrote reports/tiny.html"
     assert main(["report", "--storage", sqlite_url, "--study", "nope"]) == 2
     assert capsys.readouterr().err.strip() == f"error: no study named 'nope' in {sqlite_url}"
+
+
+def test_unwritable_reports_folder(tiny_config, storage, sqlite_url, tmp_path):
+    add_trials(prepare_study(tiny_config, storage)[0], tiny_config, [0.5])
+    (tmp_path / PLOTLY_JS).mkdir()  # something in the way
+    with pytest.raises(UsageError, match=rf"REPORTS {tmp_path}: cannot write \(Is a directory\)"):
+        write_reports(sqlite_url, "tiny", root=tmp_path)
+    assert not list(tmp_path.glob("*.html")) and not list(tmp_path.glob(".plotly*"))
