@@ -60,6 +60,14 @@ def test_best_holds_what_retraining_needs(study, tiny_config, sqlite_url, tmp_pa
     assert not (folder / "top.yaml").exists()
 
 
+def test_packages_are_those_the_study_ran_with(study, sqlite_url, tmp_path):
+    study.set_user_attr("packages", {"tensorflow": "2.0.0-recorded"})  # not this environment's
+    export(sqlite_url, "tiny", root=tmp_path)
+    assert yaml.safe_load((tmp_path / "tiny" / "best.yaml").read_text())["packages"] == {
+        "tensorflow": "2.0.0-recorded"
+    }
+
+
 def test_top_k_in_rank_order(study, sqlite_url, tmp_path):
     export(sqlite_url, "tiny", top=5, root=tmp_path)
     top = yaml.safe_load((tmp_path / "tiny" / "top.yaml").read_text())
