@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -14,6 +15,7 @@ from optuna.trial import TrialState
 from search.config import PARAMS
 from search.errors import UsageError
 from search.export import ranked, trial_entry
+from search.names import inside
 from search.storage import StudyStorage, open_storage
 
 if TYPE_CHECKING:
@@ -99,16 +101,25 @@ def render(study: optuna.Study, storage: StudyStorage, top: int = 10) -> str:
 def write_reports(
     storage_url: str | None, study_name: str | None = None, top: int = 10, root: Path = REPORTS
 ) -> list[Path]:
-    """Write ``<root>/<study>.html`` for ``study_name``, or for every study in the storage."""
+    """Write ``<root>/<study>.html`` for ``study_name``, or for every study in the storage.
+
+    A stored study whose name is no file name (others write the storage) is skipped with a
+    warning on stderr.
+    """
+    if study_name:
+        inside(root, study_name, ".html")
     storage = open_storage(storage_url, read_only=True)
     names = [study_name] if study_name else optuna.get_all_study_names(storage.rdb)
     if not names:
         raise UsageError(f"STORAGE {storage.masked}: no studies to report on")
-    studies = [storage.load(name) for name in names]
+    targets = {}
+    for name in names:
+        try:
+            targets[name] = inside(root, name, ".html")
+        except UsageError as exc:
+            print(f"warning: report: skipping {exc}", file=sys.stderr)
+    studies = {name: storage.load(name) for name in targets}
     root.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for study in studies:
-        path = root / f"{study.study_name}.html"
-        path.write_text(render(study, storage, top))
-        paths.append(path)
-    return paths
+    for name, study in studies.items():
+        targets[name].write_text(render(study, storage, top))
+    return list(targets.values())

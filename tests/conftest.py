@@ -14,6 +14,9 @@ from search.testing import MYSQL_ADMIN, POSTGRES_ADMIN, REPO, make_cifar_folder,
 __all__ = ["REPO", "REQUIRE_SERVICES", "tiny_raw"]
 
 REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
+# The command line reads SEARCH_<FLAG> (make exports them): tests never use the caller's settings.
+for variable in [v for v in os.environ if v.startswith("SEARCH_") and not v.startswith("SEARCH_TEST_")]:
+    del os.environ[variable]
 
 
 @pytest.fixture(scope="session")
