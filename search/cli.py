@@ -40,9 +40,9 @@ def _study_name(text: str) -> str:
 
 
 def _from_environment(parser: argparse.ArgumentParser) -> None:
-    """Options that take a value default to ``SEARCH_<OPTION>`` when it is set and not empty."""
+    """Options that take one value default to ``SEARCH_<OPTION>`` when it is set and not empty."""
     for action in parser._actions:
-        if action.option_strings and action.nargs != 0:
+        if action.option_strings and action.nargs is None and not isinstance(action.default, list):
             variable = f"SEARCH_{action.dest.upper()}"
             action.help = f"{action.help} [env {variable}]"
             if os.environ.get(variable):
