@@ -79,7 +79,7 @@ def _parse(url: str) -> URL:
     except (sqlalchemy.exc.ArgumentError, ValueError):
         raise UsageError(f"STORAGE {mask(url)!r} is not a SQLAlchemy URL (e.g. {DEFAULT_URL})") from None
     if "@" in (parsed.host or ""):
-        raise UsageError(f"STORAGE {mask(url)!r}: write an '@' in the user name or password as %40")
+        raise UsageError(f"STORAGE {mask(url)!r}: write an '@' in a user name or password as %40")
     memory = not parsed.database or ":memory:" in parsed.database or parsed.query.get("mode") == "memory"
     if parsed.get_backend_name() == "sqlite" and memory:
         raise UsageError(

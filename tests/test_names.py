@@ -116,10 +116,12 @@ def test_report_skips_them_with_a_warning_and_writes_the_others(hostile_storage,
     code, out, err = cli(capsys, "report", "--storage", url)
     assert code == 0
     warnings = err.strip().splitlines()
-    assert len(warnings) == len(names) and all(w.startswith("warning: report: skipping") for w in warnings)
+    assert len(warnings) == len(names)
+    assert all(w.startswith("warning: report: skipping") for w in warnings)
     assert out.strip() == "wrote reports/tiny.html"
     files = [p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file()]
-    assert [str(p) for p in files if not p.name.startswith("optuna.db")] == ["work/reports/tiny.html"]
+    written = [str(p) for p in files if not p.name.startswith("optuna.db")]
+    assert written == ["work/reports/tiny.html"]
 
 
 @pytest.mark.parametrize("name", ["../evil", "x\ny", "a" * 300])
