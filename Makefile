@@ -7,9 +7,21 @@ CONFIG ?= study_configs/cifar10.yaml
 TRIALS ?= 20
 WORKERS ?= 1
 PORT ?= 8080
-HOST ?= 127.0.0.1
-OPTS = $(if $(STORAGE),--storage '$(STORAGE)') $(if $(STUDY),--study '$(STUDY)')
-DATA = $(if $(DATA_DIR),--data-dir '$(DATA_DIR)')
+# HOST: not ?=, so that a shell's own HOST variable (tcsh sets one) never moves the dashboard.
+HOST = 127.0.0.1
+# Values reach `python -m search` through the environment (SEARCH_<FLAG>, see its --help), never
+# through a recipe's text: a password in STORAGE is not echoed nor shown by `ps`, and no quote,
+# space or '$' in a value can break or extend a command; each is passed exactly as typed.
+unexport STORAGE STUDY CONFIG DATA_DIR TRIALS WORKERS PORT TOP HOST
+export SEARCH_STORAGE = $(value STORAGE)
+export SEARCH_STUDY = $(value STUDY)
+export SEARCH_CONFIG = $(value CONFIG)
+export SEARCH_DATA_DIR = $(value DATA_DIR)
+export SEARCH_TRIALS = $(value TRIALS)
+export SEARCH_WORKERS = $(value WORKERS)
+export SEARCH_PORT = $(value PORT)
+export SEARCH_TOP = $(value TOP)
+export SEARCH_HOST = $(value HOST)
 
 .PHONY: setup search worker test dashboard export retrain report bench
 setup: $(VENV)/.installed
@@ -21,28 +33,27 @@ $(VENV)/.installed: requirements.txt
 	touch $@
 
 search: setup
-	$(PY) -m search search --config $(CONFIG) --trials $(TRIALS) --workers $(WORKERS) $(OPTS) $(DATA)
+	$(PY) -m search search
 
 worker: setup
-	$(PY) -m search worker --trials $(TRIALS) --workers $(WORKERS) $(OPTS) $(DATA)
+	$(PY) -m search worker
 
 test: setup
 	$(PY) -m pytest -q tests
 
 dashboard: setup
-	$(PY) -m search dashboard --config $(CONFIG) --host '$(HOST)' --port $(PORT) \
-		$(if $(STORAGE),--storage '$(STORAGE)') $(if $(filter 1,$(ALLOW_WRITES)),--allow-writes)
+	$(PY) -m search dashboard $(if $(filter 1,$(ALLOW_WRITES)),--allow-writes)
 
 export: setup
-	$(PY) -m search export --config $(CONFIG) $(OPTS) $(if $(TOP),--top $(TOP))
+	$(PY) -m search export
 
 # CONFIG=exports/<study>/best.yaml; left at a study config, it means that study's best.yaml.
 retrain: setup
-	$(PY) -m search retrain --config $(CONFIG) $(if $(STUDY),--study '$(STUDY)') $(DATA) $(if $(filter 1,$(FULL)),--full)
+	$(PY) -m search retrain $(if $(filter 1,$(FULL)),--full)
 
 report: setup
-	$(PY) -m search report $(OPTS) $(if $(TOP),--top $(TOP))
+	$(PY) -m search report
 
 # Speed, overhead, memory, pruning and storage figures (about 12 min on 2 cores); not in `test`.
 bench: setup
-	$(PY) -m bench $(DATA)
+	$(PY) -m bench $${SEARCH_DATA_DIR:+--data-dir "$$SEARCH_DATA_DIR"}

@@ -8,7 +8,6 @@ several seeded trial orders and chooses the cheapest setting that never prunes o
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import random

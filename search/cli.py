@@ -1,11 +1,18 @@
-"""The command line: ``python -m search {search,worker,...}``; bad input exits 2 in one line."""
+"""The command line: ``python -m search {search,worker,...}``; bad input exits 2 in one line.
+
+Every option that takes a value can also come from the environment, ``SEARCH_<OPTION>``
+(``SEARCH_STORAGE``, ``SEARCH_DATA_DIR``, ...), which the flag overrides: how ``make`` passes
+them, so that no password shows in ``ps`` or on the screen and no quote reaches a shell.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from search.errors import UsageError
+from search.names import check_name
 
 DEFAULT_CONFIG = "study_configs/cifar10.yaml"
 
@@ -25,9 +32,26 @@ def _positive(text: str) -> int:
     return value
 
 
+def _study_name(text: str) -> str:
+    try:
+        return check_name(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _from_environment(parser: argparse.ArgumentParser) -> None:
+    """Options that take one value default to ``SEARCH_<OPTION>`` when it is set and not empty."""
+    for action in parser._actions:
+        if action.option_strings and action.nargs is None and not isinstance(action.default, list):
+            variable = f"SEARCH_{action.dest.upper()}"
+            action.help = f"{action.help} [env {variable}]"
+            if os.environ.get(variable):
+                action.default = os.environ[variable]  # argparse applies the type to it
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage", help="SQLAlchemy URL (default sqlite:///storage/optuna.db)")
-    p.add_argument("--study", help="study name (default: the config's study_name)")
+    p.add_argument("--study", type=_study_name, help="study name (default: the config's one)")
 
 
 def _run_args(p: argparse.ArgumentParser) -> None:
@@ -77,14 +101,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("retrain", help="train an exported trial's model and test it once")
     p.add_argument("--config", default=DEFAULT_CONFIG, help="export file, or a study config")
-    p.add_argument("--study", help="with a study config: use exports/<study>/best.yaml")
+    p.add_argument(
+        "--study", type=_study_name, help="with a study config: use exports/<study>/best.yaml"
+    )
     p.add_argument("--data-dir", help="local cifar-10-batches-py folder (default: Keras' cache)")
     p.add_argument("--full", action="store_true", help="train on all 50,000 training images")
 
     p = commands.add_parser("report", help="write reports/<study>.html with the study's plots")
     p.add_argument("--storage", help="SQLAlchemy URL (default sqlite:///storage/optuna.db)")
-    p.add_argument("--study", help="one study (default: every study in the storage)")
+    p.add_argument("--study", type=_study_name, help="one study (default: every one in STORAGE)")
     p.add_argument("--top", type=_positive, default=10, help="top trials to list (default 10)")
+    for subparser in commands.choices.values():
+        _from_environment(subparser)
     return parser
 
 

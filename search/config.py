@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError,
 from pydantic import field_validator, model_validator
 
 from search.errors import UsageError
+from search.names import StudyName
 from search.yamlfile import read_yaml
 
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]  # what NumPy, Keras and scikit-learn accept
@@ -202,7 +203,7 @@ class Storage(_Strict):
 class StudyConfig(_Strict):
     """Everything that defines a study; ``fingerprint()`` is what must not change on resume."""
 
-    study_name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=100)  # a folder name
+    study_name: StudyName  # it names files and folders
     seed: Seed = 0
     search_space: SearchSpace = SearchSpace()
     baseline: Point | None = Point(l1=0.0, l2=0.001, dropout=0.5)  # the tutorial's; first trial

@@ -12,6 +12,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search.errors import UsageError
 from search.paths import EXPORTS
+from search.names import inside
 from search.storage import open_storage
 from search.study import stored_config
 
@@ -39,6 +40,7 @@ def export(
     storage_url: str | None, study_name: str, top: int = 1, root: Path = EXPORTS
 ) -> list[Path]:
     """Write ``best.yaml`` and ``.json`` (and ``top.*`` if ``top > 1``); return the paths."""
+    folder = inside(root, study_name)
     storage = open_storage(storage_url, read_only=True)
     config = stored_config(storage, study_name)
     study = storage.load(study_name)
@@ -58,7 +60,6 @@ def export(
     if top > 1:
         ranks = [{"rank": i, **trial_entry(t)} for i, t in enumerate(trials, 1)]
         documents["top"] = {**header, "trials": ranks, **footer}
-    folder = root / study_name
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for stem, document in documents.items():

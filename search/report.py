@@ -3,10 +3,9 @@ opening from disk with no network: the pages share one copy of plotly.js beside 
 
 from __future__ import annotations
 
-import hashlib
 import html
 import os
-import re
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -20,6 +19,7 @@ from search.config import PARAMS
 from search.errors import UsageError
 from search.paths import REPORTS
 from search.export import ranked, trial_entry
+from search.names import inside
 from search.storage import StudyStorage, open_storage
 
 if TYPE_CHECKING:
@@ -104,14 +104,6 @@ def render(study: optuna.Study, storage: StudyStorage, top: int = 10) -> str:
     )
 
 
-def page_name(study_name: str) -> str:
-    """``<study>.html``, or for a name that is no plain file name a safe one, unique by a hash."""
-    safe = re.sub(r"[^\w.-]", "_", study_name).lstrip(".")
-    if safe != study_name or not safe:
-        safe = f"{safe}-{hashlib.sha256(study_name.encode()).hexdigest()[:8]}"
-    return f"{safe}.html"
-
-
 def write_plotlyjs(root: Path) -> None:
     """``<root>/plotly.min.js``, the installed plotly's, unless that very file is there already."""
     from plotly.offline import get_plotlyjs
@@ -129,18 +121,29 @@ def write_plotlyjs(root: Path) -> None:
 def write_reports(
     storage_url: str | None, study_name: str | None = None, top: int = 10, root: Path = REPORTS
 ) -> list[Path]:
-    """Write ``<root>/<study>.html`` for ``study_name``, or for every study in the storage."""
+    """Write ``<root>/<study>.html`` for ``study_name``, or for every study in the storage.
+
+    A stored study whose name is no file name (others write the storage) is skipped with a
+    warning on stderr.
+    """
+    if study_name:
+        inside(root, study_name, ".html")
     storage = open_storage(storage_url, read_only=True)
     names = [study_name] if study_name else optuna.get_all_study_names(storage.rdb)
     if not names:
         raise UsageError(f"STORAGE {storage.masked}: no studies to report on")
-    studies = [storage.load(name) for name in names]
-    paths = [root / page_name(study.study_name) for study in studies]
+    targets = {}
+    for name in names:
+        try:
+            targets[name] = inside(root, name, ".html")
+        except UsageError as exc:
+            print(f"warning: report: skipping {exc}", file=sys.stderr)
+    studies = {name: storage.load(name) for name in targets}
     try:
         root.mkdir(parents=True, exist_ok=True)
         write_plotlyjs(root)
-        for study, path in zip(studies, paths):
-            path.write_text(render(study, storage, top), encoding="utf-8")
+        for name, study in studies.items():
+            targets[name].write_text(render(study, storage, top), encoding="utf-8")
     except OSError as exc:
         raise UsageError(f"REPORTS {root}: cannot write ({exc.strerror or exc})") from None
-    return paths
+    return list(targets.values())

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, PositiveInt, ValidationError
 from search.config import Point, Seed, first_error, parse_config
 from search.errors import UsageError
 from search.paths import EXPORTS
+from search.names import StudyName, inside
 from search.yamlfile import read_yaml
 
 if TYPE_CHECKING:
@@ -24,7 +25,7 @@ class Export(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True, allow_inf_nan=False)
 
-    study_name: str
+    study_name: StudyName
     trial: int
     value: float
     best_epoch: PositiveInt
@@ -53,7 +54,7 @@ def resolve_export(path: str | Path, study_name: str | None = None) -> Path:
             study_name = study_name or parse_config(raw, str(path)).study_name
         except UsageError as exc:
             raise UsageError(f"not an export (no params), nor a study config: {exc}") from None
-        path = EXPORTS / study_name / "best.yaml"
+        path = inside(EXPORTS, study_name) / "best.yaml"
         if not path.is_file():
             raise UsageError(f"{path}: no export of this study yet (run make export first)")
     return path

@@ -8,6 +8,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote, quote_plus, unquote
 
 import optuna
 import sqlalchemy
@@ -26,12 +27,49 @@ UNREACHABLE = (sqlalchemy.exc.OperationalError, optuna.exceptions.StorageInterna
 INSTALLED_DRIVERS = {"postgresql": "psycopg", "mysql": "pymysql", "mariadb": "pymysql"}
 
 
+# Where a URL holds a password: user-info (as SQLAlchemy reads it) and query keys such as
+# ``password=``, which psycopg and PyMySQL pass on; and ``key=value`` as drivers echo a DSN.
+_SECRET_KEY = r"[^=&;\s?]*(?:pass|pwd|secret|token)[^=&;\s]*"
+_USERINFO = re.compile(r"^[\w+]+://[^:/]*:([^@]*)@")
+_QUERY = re.compile(rf"([?&;]{_SECRET_KEY}=)([^&]*)", re.IGNORECASE)
+_DSN = re.compile(rf"\b({_SECRET_KEY}\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&;,)]+)", re.IGNORECASE)
+
+
 def mask(url: str) -> str:
     """The URL with any password replaced by ``***``; safe for logs, errors and exports."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        parsed = make_url(url)
+        clear = "@" not in (parsed.host or "")  # else an unescaped '@' in the password
     except (sqlalchemy.exc.ArgumentError, ValueError):
-        return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", url)
+        clear = False
+    if clear:
+        url = parsed.render_as_string(hide_password=True)
+    else:  # not a URL we can read: hide all before the last '@'
+        url = re.sub(r"^(.*?:/*).*@", r"\1***@", url, flags=re.DOTALL)
+    return _DSN.sub(r"\1***", _QUERY.sub(r"\1***", url))
+
+
+def _secrets(url: str) -> set[str]:
+    """Each form the URL's passwords can take in a message: as typed, decoded, re-encoded."""
+    found = [m[1] for m in _USERINFO.finditer(url)] + [m[2] for m in _QUERY.finditer(url)]
+    try:
+        parsed = make_url(url)
+    except (sqlalchemy.exc.ArgumentError, ValueError):
+        parsed = None
+    if parsed is not None:
+        found.append(parsed.password or "")
+        for key, values in parsed.query.items():
+            if re.fullmatch(_SECRET_KEY, key, re.IGNORECASE):
+                found.extend([values] if isinstance(values, str) else values)
+    forms = {f(str(v)) for v in found for f in (str, unquote, quote, quote_plus)}
+    return {form for form in forms if form}
+
+
+def scrub(text: str, url: str) -> str:
+    """``text`` (a driver's message, which may echo the DSN) with the URL's passwords masked."""
+    for secret in sorted(_secrets(url), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return _DSN.sub(r"\1***", text)
 
 
 def _parse(url: str) -> URL:
@@ -40,6 +78,8 @@ def _parse(url: str) -> URL:
         parsed = make_url(url)
     except (sqlalchemy.exc.ArgumentError, ValueError):
         raise UsageError(f"STORAGE {mask(url)!r} is not a SQLAlchemy URL (e.g. {DEFAULT_URL})") from None
+    if "@" in (parsed.host or ""):
+        raise UsageError(f"STORAGE {mask(url)!r}: write an '@' in a user name or password as %40")
     memory = not parsed.database or ":memory:" in parsed.database or parsed.query.get("mode") == "memory"
     if parsed.get_backend_name() == "sqlite" and memory:
         raise UsageError(
@@ -53,8 +93,7 @@ def _parse(url: str) -> URL:
 
 def _reason(exc: BaseException, url: str) -> str:
     line = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
-    password = make_url(url).password
-    return line.replace(str(password), "***") if password else line
+    return scrub(line, url)
 
 
 @dataclass(frozen=True)

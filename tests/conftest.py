@@ -9,11 +9,13 @@ import pytest
 import sqlalchemy
 
 from search.config import StudyConfig, parse_config
-from search.testing import MYSQL_ADMIN, POSTGRES_ADMIN, REPO, make_cifar_folder, server_database, tiny_raw
-
-__all__ = ["REPO", "REQUIRE_SERVICES", "tiny_raw"]
+from search.testing import MYSQL_ADMIN, POSTGRES_ADMIN, make_cifar_folder, server_database, tiny_raw
 
 REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
+
+# The command line reads SEARCH_<FLAG> (make exports them): tests never use the caller's settings.
+for variable in [v for v in os.environ if v.startswith("SEARCH_") and not v.startswith("SEARCH_TEST_")]:
+    del os.environ[variable]
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ import sys
 import pytest
 import yaml
 
-from tests.conftest import REPO, tiny_raw
+from search.testing import REPO, tiny_raw
 
 
 def cli(*args, cwd=REPO):

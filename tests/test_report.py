@@ -59,16 +59,6 @@ def test_plotlyjs_written_once_beside_the_pages(tiny_config, storage, sqlite_url
     assert sorted(p.name for p in root.iterdir()) == ["first.html", PLOTLY_JS, "second.html"]
 
 
-@pytest.mark.parametrize("name", ["../escape", "a/b", "/etc/passwd", ".hidden", "x\\y", "ü ß"])
-def test_a_study_name_never_leaves_the_folder(name, tiny_config, storage, sqlite_url, tmp_path):
-    root = tmp_path / "reports"
-    add_trials(prepare_study(tiny_config, storage, name)[0], tiny_config, [0.5])
-    (path,) = write_reports(sqlite_url, name, root=root)
-    assert path.parent == root and path.suffix == ".html" and not path.name.startswith(".")
-    assert sorted(p.name for p in root.iterdir()) == sorted([path.name, PLOTLY_JS])
-    assert path.read_text(encoding="utf-8").count(html.escape(name)) >= 2  # title and heading
-
-
 def test_too_few_trials_for_importances(tiny_config, storage, sqlite_url, tmp_path):
     add_trials(prepare_study(tiny_config, storage)[0], tiny_config, [0.5])
     page = write_reports(sqlite_url, "tiny", root=tmp_path)[0].read_text()

@@ -17,7 +17,7 @@ from search.errors import UsageError
 from search.export import export
 from search.retrain import read_export, resolve_export, retrain
 from search.runner import run_search
-from tests.conftest import tiny_raw
+from search.testing import tiny_raw
 
 OUTPUTS = {"model.keras", "history.json", "curves.png", "metrics.json"}
 
