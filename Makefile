@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 
 CONFIG ?= study_configs/cifar10.yaml
 TRIALS ?= 20
-WORKERS ?= 1
+WORKERS ?= auto
 PORT ?= 8080
 OPTS = $(if $(STORAGE),--storage '$(STORAGE)') $(if $(STUDY),--study '$(STUDY)')
 DATA = $(if $(DATA_DIR),--data-dir '$(DATA_DIR)')

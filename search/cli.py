@@ -25,6 +25,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _workers(text: str) -> int | None:
+    """``auto`` (None: the layout ``search.layout`` plans) or a number of workers."""
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        return _positive(text)
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(f"{exc} (use auto or a number of workers)") from None
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage", help="SQLAlchemy URL (default sqlite:///storage/optuna.db)")
     p.add_argument("--study", help="study name (default: the config's study_name)")
@@ -32,7 +42,9 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trials", type=_positive, default=20, help="trials to run in all (default 20)")
-    p.add_argument("--workers", type=_positive, default=1, help="worker processes (default 1)")
+    p.add_argument("--workers", type=_workers, default=None, metavar="auto|N",
+                   help="worker processes; auto: one per core (single-thread) or per GPU, at most "
+                   "one per trial and what memory holds (default auto)")
     p.add_argument("--data-dir", help="local cifar-10-batches-py folder (default: Keras' cache)")
 
 
