@@ -21,6 +21,7 @@ IMAGE_BYTES = 32 * 32 * 3
 LOAD_PEAK = int(1.15 * GIB)
 TRAIN_BASE = int(0.75 * GIB)
 COPIES = 4
+MEMINFO, PROC_CGROUP, CGROUPS = Path("/proc/meminfo"), Path("/proc/self/cgroup"), Path("/sys/fs/cgroup")
 
 
 class Plan(NamedTuple):
@@ -98,16 +99,16 @@ def _read_int(path: Path) -> int | None:
 def _cgroup_room() -> int | None:
     """Bytes left under this process's cgroup memory limit (v2 or v1), if it has one."""
     try:
-        lines = Path("/proc/self/cgroup").read_text().splitlines()
+        lines = PROC_CGROUP.read_text().splitlines()
     except OSError:
         return None
     for line in lines:
-        _, controllers, path = line.split(":", 2)
-        if controllers == "":  # v2
-            names, root = ("memory.max", "memory.current", "inactive_file"), Path("/sys/fs/cgroup")
+        _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        if line.startswith("0::"):  # v2
+            names, root = ("memory.max", "memory.current", "inactive_file"), CGROUPS
         elif "memory" in controllers.split(","):
             names = ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file")
-            root = Path("/sys/fs/cgroup/memory")
+            root = CGROUPS / "memory"
         else:
             continue
         for folder in (root / path.lstrip("/"), root):  # the container's own cgroup may be the root
@@ -129,7 +130,7 @@ def _stat(path: Path, key: str) -> int:
 def available_memory() -> int | None:
     """Bytes that new processes may use: ``MemAvailable``, or less under a cgroup limit."""
     try:
-        meminfo = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+        meminfo = dict(line.split(":", 1) for line in MEMINFO.read_text().splitlines())
         available = int(meminfo["MemAvailable"].split()[0]) * 1024
     except (OSError, KeyError, ValueError):
         available = None

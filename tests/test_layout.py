@@ -6,6 +6,7 @@ import pytest
 
 from search.cli import build_parser
 from search.config import Data
+from search import layout
 from search.layout import Plan, plan_workers, worker_bytes
 
 GB = 10**9
@@ -98,3 +99,43 @@ def test_the_flag_refuses_others_in_one_line(text, says, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert "--workers" in err and says in err and "auto" in err
+
+
+def fake_system(tmp_path, monkeypatch, cgroup: str, files: dict[str, str]) -> None:
+    monkeypatch.setattr(layout, "MEMINFO", tmp_path / "meminfo")
+    monkeypatch.setattr(layout, "PROC_CGROUP", tmp_path / "cgroup")
+    monkeypatch.setattr(layout, "CGROUPS", tmp_path / "sys")
+    (tmp_path / "meminfo").write_text("MemTotal:  33554432 kB\nMemAvailable:    16777216 kB\n")
+    (tmp_path / "cgroup").write_text(cgroup)
+    for name, text in files.items():
+        (tmp_path / "sys" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "sys" / name).write_text(text)
+
+
+@pytest.mark.parametrize(
+    "cgroup, files, expected",
+    [
+        ("0::/\n", {}, 16 * 2**30),  # MemAvailable
+        ("0::/job\n", {"job/memory.max": "max\n", "job/memory.current": "1000\n"}, 16 * 2**30),
+        ("0::/job\n", {"job/memory.max": f"{4 * 2**30}\n", "job/memory.current": f"{2**30}\n",
+                       "job/memory.stat": f"anon 5\ninactive_file {2**29}\n"}, 3 * 2**30 + 2**29),
+        ("0::/\n", {"memory.max": f"{2 * 2**30}\n", "memory.current": "0\n"}, 2 * 2**30),  # own root
+        ("12:cpu:/x\n4:memory:/job\n0::/\n",
+         {"memory/job/memory.limit_in_bytes": f"{2 * 2**30}\n", "memory/job/memory.usage_in_bytes": "0\n"},
+         2 * 2**30),  # v1
+        ("4:memory:/job\n", {"memory/job/memory.limit_in_bytes": "9223372036854771712\n",
+                             "memory/job/memory.usage_in_bytes": "5\n"}, 16 * 2**30),  # v1, no limit
+        ("garbage\n0::/../../x\n", {}, 16 * 2**30),
+    ],
+)
+def test_available_memory_is_the_least_of_meminfo_and_the_cgroup_room(
+    tmp_path, monkeypatch, cgroup, files, expected
+):
+    fake_system(tmp_path, monkeypatch, cgroup, files)
+    assert layout.available_memory() == expected
+
+
+def test_available_memory_unknown(tmp_path, monkeypatch):
+    fake_system(tmp_path, monkeypatch, "", {})
+    (tmp_path / "meminfo").unlink()
+    assert layout.available_memory() is None
