@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 
 CONFIG ?= study_configs/cifar10.yaml
 TRIALS ?= 20
-WORKERS ?= 1
+WORKERS ?= auto
 PORT ?= 8080
 # HOST: not ?=, so that a shell's own HOST variable (tcsh sets one) never moves the dashboard.
 HOST = 127.0.0.1

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import memory, replay, storage, training
+from bench import layout, memory, replay, storage, training
 from bench.common import REPO, synthetic_folder
 from search.data import resolve_data_dir
 
@@ -19,6 +19,7 @@ from search.data import resolve_data_dir
 SIZES = {
     "matmul": ({"n": 2048, "repeats": 5}, {"n": 1024, "repeats": 3}),
     "throughput": ({"images": 4000, "repeats": 5}, {"images": 640, "repeats": 2}),
+    "layout": ({"images": 4000, "seconds": 10, "repeats": 3}, {"images": 640, "seconds": 2, "repeats": 1}),
     "overhead": (
         {"data": {"train_size": 1000, "val_size": 500}, "epochs": 2, "trials": 5},
         {"data": {"train_size": 320, "val_size": 160}, "epochs": 1, "trials": 3},
@@ -90,6 +91,11 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     if "replay" in r:  # pruners replayed over recorded curves: epochs spent, top-3 pruned in k/N orders
         out += [(f"6 replay {setting}", f"{fraction} of epochs", "top-3 kept", f"pruned in {k}, gap {gap}")
                 for setting, fraction, k, gap in replay.rows(r["replay"])]
+    lay = r["layout"]
+    out += [(f"7 layout {lay['layouts'][name]}, img/s in all", fmt(lay[f"{name}_images_per_s"]), "", "")
+            for name in ("one", "auto", "single")]
+    out.append((f"7 auto {lay['layouts']['auto']} / {lay['layouts']['one']}", fmt(lay["ratio"], "x"),
+                ">= 1.3x", str(lay["ratio"]["median"] >= 1.3)))
     return out
 
 
@@ -120,6 +126,7 @@ def main() -> None:
         for name, measure in (
             ("matmul", lambda s: training.matmul_gflops(**s)),
             ("throughput", lambda s: training.throughput(folder, **s)),
+            ("layout", lambda s: layout.run(folder, **s)),
             ("overhead", lambda s: training.overheads(folder, tmp, **s)),
             ("memory", lambda s: memory.run(folder, tmp, **s)),
             ("pruning", lambda s: training.pruning(folder, tmp, **s)),

@@ -49,6 +49,16 @@ def _from_environment(parser: argparse.ArgumentParser) -> None:
                 action.default = os.environ[variable]  # argparse applies the type to it
 
 
+def _workers(text: str) -> int | None:
+    """``auto`` (None: the layout ``search.layout`` plans) or a number of workers."""
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        return _positive(text)
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(f"{exc} (use auto or a number of workers)") from None
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage", help="SQLAlchemy URL (default sqlite:///storage/optuna.db)")
     p.add_argument("--study", type=_study_name, help="study name (default: the config's one)")
@@ -56,7 +66,9 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trials", type=_positive, default=20, help="trials to run in all (default 20)")
-    p.add_argument("--workers", type=_positive, default=1, help="worker processes (default 1)")
+    p.add_argument("--workers", type=_workers, default=None, metavar="auto|N",
+                   help="worker processes; auto: one per core (single-thread) or per GPU, at most "
+                   "one per trial and what memory holds (default auto)")
     p.add_argument("--data-dir", help="local cifar-10-batches-py folder (default: Keras' cache)")
 
 

@@ -11,6 +11,7 @@ import optuna
 from search.config import StudyConfig
 from search.dashboard import save_study_note
 from search.data import load_split
+from search.layout import available_memory, plan_workers, worker_bytes
 from search.progress import Monitor
 from search.storage import StudyStorage, open_storage
 from search.study import prepare_study
@@ -62,12 +63,15 @@ def summary(
 def run_search(
     config: StudyConfig,
     trials: int | None,
-    workers: int = 1,
+    workers: int | None = 1,
     storage_url: str | None = None,
     study_name: str | None = None,
     data_dir: str | None = None,
 ) -> int:
-    """Run ``trials`` trials in all over ``workers`` processes; return the exit code."""
+    """Run ``trials`` trials in all over ``workers`` processes (None: auto); return the exit code.
+
+    The number is capped at the trials and at what memory holds (``search.layout``).
+    """
     split = load_split(data_dir, config.data)  # bad data stops us before storage is touched
     storage = open_storage(storage_url, config.storage)
     study, created = prepare_study(config, storage, study_name, split.fingerprint)
@@ -76,13 +80,16 @@ def run_search(
     first, start = len(study.trials), time.monotonic()
     spec = WorkerSpec(config, storage_url, study.study_name, data_dir, launch=launch_id(first))
     budget = Budget(trials)
+    plan = plan_workers(workers, trials, usable_cores(), len(visible_gpus()), available_memory(),
+                        worker_bytes(config.data))
+    print(plan, flush=True)
     with Monitor(study, first, trials):
-        if workers == 1:
+        if plan.workers == 1:
             (spec,) = place_workers(spec, 1, visible_gpus(), usable_cores())
             with clean_stop():
                 codes = [run_worker(spec, budget, split, storage)]
         else:
             del split
-            codes = run_workers(spec, workers, budget)
+            codes = run_workers(spec, plan.workers, budget)
     print(summary(study, first, storage, time.monotonic() - start, codes))
     return max(codes)

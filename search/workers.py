@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from search.config import StudyConfig
 from search.data import Split, load_split
 from search.errors import Interrupted, UsageError
+from search.layout import threads_per_worker
 
 if TYPE_CHECKING:
     from search.storage import StudyStorage
@@ -216,7 +217,7 @@ def place_workers(base: WorkerSpec, workers: int, gpus: list[str], cores: int) -
         return [replace(base, index=i, gpu=gpus[i % len(gpus)]) for i in range(workers)]
     if workers == 1:  # TensorFlow's own default: all cores
         return [base]
-    return [replace(base, index=i, threads=max(1, cores // workers)) for i in range(workers)]
+    return [replace(base, index=i, threads=threads_per_worker(cores, workers)) for i in range(workers)]
 
 
 def run_workers(base: WorkerSpec, workers: int, budget: Budget) -> list[int]:
