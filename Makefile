@@ -10,7 +10,7 @@ PORT ?= 8080
 OPTS = $(if $(STORAGE),--storage '$(STORAGE)') $(if $(STUDY),--study '$(STUDY)')
 DATA = $(if $(DATA_DIR),--data-dir '$(DATA_DIR)')
 
-.PHONY: setup search worker test dashboard export retrain report bench
+.PHONY: setup search worker test dashboard export confirm retrain report bench
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt
@@ -34,9 +34,13 @@ dashboard: setup
 export: setup
 	$(PY) -m search export --config $(CONFIG) $(OPTS) $(if $(TOP),--top $(TOP))
 
+# The TOP trials (default 3) and the baseline, SEEDS runs each (default 3), in <study>.confirm.
+confirm: setup
+	$(PY) -m search confirm --config $(CONFIG) $(OPTS) $(DATA) --workers $(WORKERS) $(if $(TOP),--top $(TOP)) $(if $(SEEDS),--seeds $(SEEDS))
+
 # CONFIG=exports/<study>/best.yaml; left at a study config, it means that study's best.yaml.
 retrain: setup
-	$(PY) -m search retrain --config $(CONFIG) $(if $(STUDY),--study '$(STUDY)') $(DATA) $(if $(filter 1,$(FULL)),--full)
+	$(PY) -m search retrain --config $(CONFIG) $(if $(STUDY),--study '$(STUDY)') $(DATA) $(if $(filter 1,$(FULL)),--full) $(if $(SEEDS),--seeds $(SEEDS))
 
 report: setup
 	$(PY) -m search report $(OPTS) $(if $(TOP),--top $(TOP))

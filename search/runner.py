@@ -8,6 +8,7 @@ from collections import Counter
 
 import optuna
 
+from search.compare import outcome_lines, shown_params
 from search.config import StudyConfig
 from search.dashboard import save_study_note
 from search.data import load_split
@@ -40,10 +41,10 @@ def summary(
     ]
     try:
         best = study.best_trial
-        params = ", ".join(f"{k}={v:.3g}" for k, v in best.params.items())
-        lines.append(f"best: trial {best.number}, val_accuracy {best.value:.4f} ({params})")
+        lines.append(f"best: trial {best.number}, val_accuracy {best.value:.4f} ({shown_params(best)})")
     except ValueError:
         lines.append("best: no complete trial yet")
+    lines += outcome_lines(study, storage)
     if signame := stop_requested():
         lines.append(f"stopped by {signame}: no new trials were started")
     for index, code in enumerate(codes):
@@ -72,7 +73,7 @@ def run_search(
     storage = open_storage(storage_url, config.storage)
     study, created = prepare_study(config, storage, study_name, split.fingerprint)
     if created:
-        save_study_note(study, config.model_copy(update={"study_name": study.study_name}))
+        save_study_note(study, config.model_copy(update={"study_name": study.study_name}), storage)
     first, start = len(study.trials), time.monotonic()
     spec = WorkerSpec(config, storage_url, study.study_name, data_dir, launch=launch_id(first))
     budget = Budget(trials)
@@ -85,4 +86,6 @@ def run_search(
             del split
             codes = run_workers(spec, workers, budget)
     print(summary(study, first, storage, time.monotonic() - start, codes))
+    # the note again, with what the search has found so far
+    save_study_note(study, config.model_copy(update={"study_name": study.study_name}), storage)
     return max(codes)
