@@ -78,8 +78,8 @@ class Runs:
     @property
     def label(self) -> str:
         if self.key != BASELINE:
-            return f"trial {self.key}"
-        return BASELINE if self.source_trial is None else f"baseline (trial {self.source_trial})"
+            return f"search trial {self.key}"
+        return BASELINE if self.source_trial is None else f"baseline (search trial {self.source_trial})"
 
     @property
     def mean(self) -> float:

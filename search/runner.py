@@ -7,6 +7,7 @@ import time
 from collections import Counter
 
 import optuna
+from optuna.trial import TrialState
 
 from search.compare import outcome_lines, shown_params
 from search.config import StudyConfig
@@ -33,7 +34,8 @@ from search.workers import (
 def summary(
     study: optuna.Study, first: int, storage: StudyStorage, seconds: float, codes: list[int]
 ) -> str:
-    trials = [t for t in study.get_trials(deepcopy=False) if t.number >= first]
+    started = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    trials = [t for t in study.get_trials(deepcopy=False, states=started) if t.number >= first]
     states = Counter(t.state.name for t in trials)
     lines = [
         f"ran {len(trials)} trials in {seconds / 60:.1f} min: "
@@ -74,8 +76,10 @@ def run_search(
     study, created = prepare_study(config, storage, study_name, split.fingerprint)
     if created:
         save_study_note(study, config.model_copy(update={"study_name": study.study_name}), storage)
-    first, start = len(study.trials), time.monotonic()
-    spec = WorkerSpec(config, storage_url, study.study_name, data_dir, launch=launch_id(first))
+    # this command's trials: from the first one queued (a baseline, confirmation runs) or new
+    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    first, start = min((t.number for t in waiting), default=len(study.trials)), time.monotonic()
+    spec = WorkerSpec(config, storage_url, study.study_name, data_dir, launch=launch_id(len(study.trials)))
     budget = Budget(trials)
     with Monitor(study, first, trials):
         if workers == 1:

@@ -46,6 +46,7 @@ def test_the_baseline_trains_at_its_effective_values_and_is_reported(tmp_path, c
     config = parse_config(raw, "tiny")
     assert run_search(config, trials=2, storage_url=sqlite_url, data_dir=str(cifar_dir)) == 0
     out = capsys.readouterr().out
+    assert "ran 2 trials in " in out and ": 2 complete\n" in out  # the baseline is one of them
     study = optuna.load_study(study_name="tiny", storage=sqlite_url)
     base, other = study.trials
     assert base.user_attrs["baseline"] is True and "baseline" not in other.user_attrs

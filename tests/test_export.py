@@ -35,7 +35,7 @@ def add_trials(study: optuna.Study, config: StudyConfig, values: list[float | No
         state = TrialState.PRUNED if value is None else TrialState.COMPLETE
         if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
             trial = study.ask(space)  # the queued trial, with its own params
-            params = trial.params
+            number, params = trial.number, trial.params
         else:
             trial, params = None, {name: d.low + (d.high - d.low) / (number + 2) for name, d in space.items()}
         # what the objective records
@@ -138,7 +138,7 @@ def test_confirmations_rank_the_export_and_give_the_gain(study, tiny_config, sql
     assert "<td>baseline</td><td>0</td><td>0.5000</td><td>l1 off, l2 0.001, dropout 0.5</td>" \
            "<td>0.5100 ± 0.0100 (3 runs)</td>" in text
     assert "<td>best</td><td>3</td><td>0.6000</td>" in text and "0.7200 ± 0.0200 (3 runs)" in text
-    assert f"best confirmed: trial 3, +0.2100 (95% CI {0.21 - half:+.4f} to {0.21 + half:+.4f})" in text
+    assert f"best confirmed: search trial 3, +0.2100 (95% CI {0.21 - half:+.4f} to {0.21 + half:+.4f})" in text
 
 
 def test_top_k_in_rank_order(study, sqlite_url, tmp_path):
