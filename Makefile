@@ -12,7 +12,7 @@ HOST = 127.0.0.1
 # Values reach `python -m search` through the environment (SEARCH_<FLAG>, see its --help), never
 # through a recipe's text: a password in STORAGE is not echoed nor shown by `ps`, and no quote,
 # space or '$' in a value can break or extend a command; each is passed exactly as typed.
-unexport STORAGE STUDY CONFIG DATA_DIR TRIALS WORKERS PORT TOP HOST
+unexport STORAGE STUDY CONFIG DATA_DIR TRIALS WORKERS PORT TOP HOST SEEDS
 export SEARCH_STORAGE = $(value STORAGE)
 export SEARCH_STUDY = $(value STUDY)
 export SEARCH_CONFIG = $(value CONFIG)
@@ -22,8 +22,9 @@ export SEARCH_WORKERS = $(value WORKERS)
 export SEARCH_PORT = $(value PORT)
 export SEARCH_TOP = $(value TOP)
 export SEARCH_HOST = $(value HOST)
+export SEARCH_SEEDS = $(value SEEDS)
 
-.PHONY: setup search worker test dashboard export retrain report bench
+.PHONY: setup search worker test dashboard export confirm retrain report bench
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt
@@ -46,6 +47,10 @@ dashboard: setup
 
 export: setup
 	$(PY) -m search export
+
+# The TOP trials (default 3) and the baseline, SEEDS runs each (default 3), in <study>.confirm.
+confirm: setup
+	$(PY) -m search confirm
 
 # CONFIG=exports/<study>/best.yaml; left at a study config, it means that study's best.yaml.
 retrain: setup

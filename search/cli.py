@@ -111,6 +111,16 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--top", type=_positive, default=1, help="also write the k best to top.yaml")
 
+    p = commands.add_parser("confirm", help="retrain the top trials and the baseline with fresh seeds")
+    p.add_argument("--config", default=DEFAULT_CONFIG, help="study config naming the study")
+    _common(p)
+    p.add_argument("--top", type=_positive, default=3,
+                   help="best trials to confirm, besides the baseline (default 3)")
+    p.add_argument("--seeds", type=_positive, default=3, help="runs of each, with fresh seeds (default 3)")
+    p.add_argument("--workers", type=_positive, default=1, help="worker processes (default 1)")
+    p.add_argument("--runs", type=_positive, help="run at most this many now (default: all missing)")
+    p.add_argument("--data-dir", help="local cifar-10-batches-py folder (default: Keras' cache)")
+
     p = commands.add_parser("retrain", help="train an exported trial's model and test it once")
     p.add_argument("--config", default=DEFAULT_CONFIG, help="export file, or a study config")
     p.add_argument(
@@ -118,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data-dir", help="local cifar-10-batches-py folder (default: Keras' cache)")
     p.add_argument("--full", action="store_true", help="train on all 50,000 training images")
+    p.add_argument("--seeds", type=_positive, default=1,
+                   help="trainings of each config, the first with its trial's seed (default 1)")
+    p.add_argument("--no-baseline", action="store_true", help="do not train the baseline too")
 
     p = commands.add_parser("report", help="write reports/<study>.html with the study's plots")
     p.add_argument("--storage", help="SQLAlchemy URL (default sqlite:///storage/optuna.db)")
@@ -167,10 +180,19 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _confirm(args: argparse.Namespace) -> int:
+    from search.config import load_config
+    from search.confirm import confirm
+
+    study_name = args.study or load_config(args.config).study_name
+    return confirm(args.storage, study_name, args.top, args.seeds, args.workers, args.data_dir, args.runs)
+
+
 def _retrain(args: argparse.Namespace) -> int:
     from search.retrain import describe, resolve_export, retrain
 
-    metrics = retrain(resolve_export(args.config, args.study), args.data_dir, args.full)
+    path = resolve_export(args.config, args.study)
+    metrics = retrain(path, args.data_dir, args.full, args.seeds, baseline=not args.no_baseline)
     print(describe(metrics))
     return 0
 
@@ -191,6 +213,7 @@ COMMANDS = {
     "worker": _worker,
     "dashboard": _dashboard,
     "export": _export,
+    "confirm": _confirm,
     "retrain": _retrain,
     "report": _report,
 }

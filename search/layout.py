@@ -7,7 +7,6 @@ one per GPU. Never more workers than trials, nor than the memory available holds
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import NamedTuple
 

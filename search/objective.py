@@ -26,6 +26,14 @@ def suggest(trial: optuna.Trial, space: SearchSpace) -> dict[str, float]:
     return params
 
 
+def _fixed_seed(trial: optuna.Trial) -> int | None:
+    """The seed a trial was enqueued with (a confirmation run, or a retry of a crashed trial)."""
+    seed = trial.user_attrs.get("seed")
+    if seed is not None and not (type(seed) is int and 0 <= seed < 2**32):
+        raise ValueError(f"trial {trial.number}: user attr seed {seed!r} is not a seed (0 to 2**32-1)")
+    return seed
+
+
 class Objective:
     """Trains one model per trial on a split loaded once per process."""
 
@@ -46,11 +54,15 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         params = suggest(trial, self.config.search_space)
-        seed = derive_seed(self.config.seed, trial.number)
+        effective = self.config.search_space.effective(params)  # below off_below: 0, off
+        seed = _fixed_seed(trial)
+        if seed is None:
+            seed = derive_seed(self.config.seed, trial.number)
         training = self.config.training
 
-        model = seeded_model(params, training, seed)
-        for key, value in {**self.attrs, "seed": seed, "n_params": model.count_params()}.items():
+        model = seeded_model(effective, training, seed)
+        attrs = {**self.attrs, "seed": seed, "effective_params": effective, "n_params": model.count_params()}
+        for key, value in attrs.items():
             trial.set_user_attr(key, value)
 
         history, timer = keras.callbacks.History(), EpochTimer()

@@ -15,11 +15,13 @@ import optuna.visualization as vis
 from optuna.trial import TrialState
 
 from search.artifacts import FINISHED, study_curves
+from search.compare import CONFIRMS, baseline_trial, load_confirmations, outcome_lines, ranking, shown_params
 from search.config import PARAMS
 from search.errors import UsageError
-from search.paths import REPORTS
 from search.export import ranked, trial_entry
 from search.names import inside
+from search.paths import REPORTS
+from search.stats import describe_spread
 from search.storage import StudyStorage, open_storage
 
 if TYPE_CHECKING:
@@ -81,11 +83,30 @@ def _table(study: optuna.Study, top: int) -> str:
     return f"<table><tr>{_cells('th', head)}</tr>{body}</table>"
 
 
+def _versus_baseline(study: optuna.Study, storage: StudyStorage) -> str:
+    """Baseline and best side by side, with their confirmed figures once ``make confirm`` ran."""
+    if CONFIRMS in study.user_attrs:  # a study of confirmation runs: its table is the runs
+        return ""
+    runs = load_confirmations(storage, study.study_name)
+    confirmed = {r.source_trial: r for r in runs if r.source_trial is not None}
+    best = next(iter(ranking(study, runs)), None)
+    rows = []
+    for label, trial in (("baseline", baseline_trial(study)), ("best", best)):
+        if trial is not None:
+            mine = confirmed.get(trial.number)
+            rows.append([label, trial.number, "" if trial.value is None else f"{trial.value:.4f}",
+                         shown_params(trial), describe_spread(mine.values) if mine else "unconfirmed"])
+    head = ["", "trial", f"{METRIC}, search", "l1, l2, dropout", f"{METRIC}, confirmed"]
+    body = "".join(f"<tr>{_cells('td', row)}</tr>" for row in rows)
+    lines = html.escape("\n".join(outcome_lines(study, storage)))
+    return f"<h2>Baseline vs best</h2><table><tr>{_cells('th', head)}</tr>{body}</table><pre>{lines}</pre>"
+
+
 def render(study: optuna.Study, storage: StudyStorage, top: int = 10) -> str:
     """The page for one study: a summary, the top trials, then each plot under its heading."""
     states = Counter(t.state.name.lower() for t in study.get_trials(deepcopy=False))
     summary = ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "no trials"
-    sections = [f"<h2>Top trials</h2>{_table(study, top)}"]
+    sections = [_versus_baseline(study, storage), f"<h2>Top trials</h2>{_table(study, top)}"]
     plots = PLOTS if ranked(study, 1) else {}  # the table says there is nothing to plot
     for title, plot in plots.items():
         figure = plot(study)

@@ -7,7 +7,9 @@ import time
 from collections import Counter
 
 import optuna
+from optuna.trial import TrialState
 
+from search.compare import outcome_lines, shown_params
 from search.config import StudyConfig
 from search.dashboard import save_study_note
 from search.data import load_split
@@ -33,7 +35,8 @@ from search.workers import (
 def summary(
     study: optuna.Study, first: int, storage: StudyStorage, seconds: float, codes: list[int]
 ) -> str:
-    trials = [t for t in study.get_trials(deepcopy=False) if t.number >= first]
+    started = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    trials = [t for t in study.get_trials(deepcopy=False, states=started) if t.number >= first]
     states = Counter(t.state.name for t in trials)
     lines = [
         f"ran {len(trials)} trials in {seconds / 60:.1f} min: "
@@ -41,10 +44,10 @@ def summary(
     ]
     try:
         best = study.best_trial
-        params = ", ".join(f"{k}={v:.3g}" for k, v in best.params.items())
-        lines.append(f"best: trial {best.number}, val_accuracy {best.value:.4f} ({params})")
+        lines.append(f"best: trial {best.number}, val_accuracy {best.value:.4f} ({shown_params(best)})")
     except ValueError:
         lines.append("best: no complete trial yet")
+    lines += outcome_lines(study, storage)
     if signame := stop_requested():
         lines.append(f"stopped by {signame}: no new trials were started")
     for index, code in enumerate(codes):
@@ -76,9 +79,11 @@ def run_search(
     storage = open_storage(storage_url, config.storage)
     study, created = prepare_study(config, storage, study_name, split.fingerprint)
     if created:
-        save_study_note(study, config.model_copy(update={"study_name": study.study_name}))
-    first, start = len(study.trials), time.monotonic()
-    spec = WorkerSpec(config, storage_url, study.study_name, data_dir, launch=launch_id(first))
+        save_study_note(study, config.model_copy(update={"study_name": study.study_name}), storage)
+    # this command's trials: from the first one queued (a baseline, confirmation runs) or new
+    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    first, start = min((t.number for t in waiting), default=len(study.trials)), time.monotonic()
+    spec = WorkerSpec(config, storage_url, study.study_name, data_dir, launch=launch_id(len(study.trials)))
     budget = Budget(trials)
     plan = plan_workers(workers, trials, usable_cores(), len(visible_gpus()), available_memory(),
                         worker_bytes(config.data))
@@ -92,4 +97,6 @@ def run_search(
             del split
             codes = run_workers(spec, plan.workers, budget)
     print(summary(study, first, storage, time.monotonic() - start, codes))
+    # the note again, with what the search has found so far
+    save_study_note(study, config.model_copy(update={"study_name": study.study_name}), storage)
     return max(codes)

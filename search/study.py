@@ -77,7 +77,8 @@ def _signals_deferred() -> Iterator[None]:
 def _record_definition(
     study: optuna.Study, config: cfg.StudyConfig, data: dict[str, Any] | None
 ) -> None:
-    """What the study was started from; ``fingerprint`` goes last: it marks the record complete."""
+    """What the study was started from, and its baseline queued as the first trial;
+    ``fingerprint`` goes last: it marks the record complete."""
     with warnings.catch_warnings():  # experimental since Optuna 3.2
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names(["val_accuracy"])
@@ -86,6 +87,9 @@ def _record_definition(
     study.set_user_attr("packages", package_versions())
     if data is not None:
         study.set_user_attr("data", data)
+    if config.baseline is not None:  # the first trial; queued before the mark others wait for
+        params = config.search_space.trial_params(config.baseline.model_dump())
+        study.enqueue_trial(params, user_attrs={"baseline": True})
     study.set_user_attr("fingerprint", config.fingerprint())
 
 

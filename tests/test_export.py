@@ -3,38 +3,54 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import optuna
 import pytest
 import yaml
+from scipy import stats
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from search.cli import main
 from search.config import StudyConfig
+from search.confirm import companion_config
 from search.export import export
+from search.report import write_reports
 from search.storage import open_storage
 from search.study import PACKAGES, prepare_study
 
 
 def add_trials(study: optuna.Study, config: StudyConfig, values: list[float | None]) -> None:
-    """Trials without training: ``None`` is a pruned trial, a number a complete one."""
+    """Trials without training: ``None`` is a pruned trial, a number a complete one.
+
+    The first value goes to the queued baseline trial (trial 0), if the study has one.
+    """
     space = {
         name: FloatDistribution(*param.bounds, log=param.log) for name, param in config.search_space
     }
     for value in values:
         number = len(study.trials)
-        study.add_trial(
-            create_trial(
-                params={name: d.low + (d.high - d.low) / (number + 2) for name, d in space.items()},
-                distributions=space,
-                value=value,
-                state=TrialState.PRUNED if value is None else TrialState.COMPLETE,
-                user_attrs={"best_epoch": 2, "epochs_run": 2, "seed": 1000 + number},
-                intermediate_values={} if value is None else {0: value / 2, 1: value},
-            )
-        )
+        state = TrialState.PRUNED if value is None else TrialState.COMPLETE
+        if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            trial = study.ask(space)  # the queued trial, with its own params
+            number, params = trial.number, trial.params
+        else:
+            trial, params = None, {name: d.low + (d.high - d.low) / (number + 2) for name, d in space.items()}
+        # what the objective records
+        attrs = {"best_epoch": 2, "epochs_run": 2, "seed": 1000 + number,
+                 "effective_params": config.search_space.effective(params)}
+        curve = {} if value is None else {0: value / 2, 1: value}
+        if trial is None:
+            study.add_trial(create_trial(params=params, distributions=space, value=value, state=state,
+                                         user_attrs=attrs, intermediate_values=curve))
+            continue
+        for key, attr in attrs.items():
+            trial.set_user_attr(key, attr)
+        for step, intermediate in curve.items():
+            trial.report(intermediate, step)
+        study.tell(trial, value, state=state)
 
 
 @pytest.fixture
@@ -58,6 +74,71 @@ def test_best_holds_what_retraining_needs(study, tiny_config, sqlite_url, tmp_pa
     assert set(best["packages"]) == set(PACKAGES)
     assert best["storage"] == sqlite_url
     assert not (folder / "top.yaml").exists()
+    assert best["confirmed"] is False and best["note"].startswith("unconfirmed: ")
+    assert (best["baseline"]["trial"], best["baseline"]["value"]) == (0, 0.5)
+    assert best["baseline"]["effective_params"] == {"l1": 0.0, "l2": 0.001, "dropout": 0.5}
+    assert best["gain"] == {"mean": 0.25, "low": None, "high": None, "method": "one search run each"}
+
+
+def add_confirmations(storage, config: StudyConfig, runs: dict) -> None:
+    """Complete confirmation runs without training: ``{trial number or "baseline": values}``."""
+    companion, _ = prepare_study(companion_config(config), storage, "tiny.confirm")
+    companion.set_user_attr("confirms", "tiny")
+    space = {name: FloatDistribution(*p.bounds, log=p.log) for name, p in config.search_space}
+    search = storage.load("tiny")
+    for key, values in runs.items():
+        source = 0 if key == "baseline" else key
+        for i, value in enumerate(values):
+            attrs = {"source_trial": source, "seed_index": i, "seed": 7 + i, "baseline": key == "baseline"}
+            companion.add_trial(create_trial(params=search.trials[source].params, distributions=space,
+                                             value=value, user_attrs=attrs))
+
+
+def test_confirmations_rank_the_export_and_give_the_gain(study, tiny_config, sqlite_url, tmp_path):
+    storage = open_storage(sqlite_url, tiny_config.storage)
+    add_trials(study, tiny_config, [0.9])  # trial 4: the best search value, unconfirmed
+    runs = {3: [0.70, 0.72, 0.74], 2: [0.60, 0.61], "baseline": [0.50, 0.52, 0.51]}
+    add_confirmations(storage, tiny_config, runs)
+    junk = [{"source_trial": 2, "seed_index": "1", "baseline": False},  # read from a shared DB:
+            {"source_trial": True, "seed_index": 0}, {"seed_index": -1, "baseline": True},
+            {"source_trial": 2, "seed_index": 0, "baseline": False}]  # a second run of one seed
+    space = {name: FloatDistribution(*p.bounds, log=p.log) for name, p in tiny_config.search_space}
+    companion = storage.load("tiny.confirm")
+    for attrs in junk:
+        companion.add_trial(create_trial(params=study.trials[2].params, distributions=space, value=0.99,
+                                         user_attrs=attrs))
+
+    export(sqlite_url, "tiny", top=5, root=tmp_path)
+    best = yaml.safe_load((tmp_path / "tiny" / "best.yaml").read_text())
+    assert best == json.loads((tmp_path / "tiny" / "best.json").read_text())
+    assert (best["trial"], best["value"], best["confirmed"]) == (3, 0.6, True)  # not trial 4, nor 2
+    confirmation = best["confirmation"]
+    assert confirmation["study"] == "tiny.confirm" and confirmation["epochs"] == 2
+    chosen, base = confirmation["chosen"], confirmation["baseline"]
+    assert (chosen["trial"], chosen["seeds"], chosen["values"]) == (3, [7, 8, 9], runs[3])
+    assert chosen["mean"] == pytest.approx(0.72) and chosen["std"] == pytest.approx(0.02)
+    assert (base["trial"], base["baseline"], base["values"]) == (0, True, runs["baseline"])
+    assert base["mean"] == pytest.approx(0.51) and base["std"] == pytest.approx(0.01)
+    va, vb = 0.02**2 / 3, 0.01**2 / 3  # Welch by hand
+    df = (va + vb) ** 2 / (va**2 / 2 + vb**2 / 2)
+    half = stats.t.ppf(0.975, df) * math.sqrt(va + vb)
+    gain = best["gain"]
+    assert gain["mean"] == pytest.approx(0.21) and gain["confidence"] == 0.95
+    assert (gain["low"], gain["high"]) == (pytest.approx(0.21 - half), pytest.approx(0.21 + half))
+    assert [r["trial"] for r in confirmation["ranking"]] == [3, 2, 0]
+
+    top = yaml.safe_load((tmp_path / "tiny" / "top.yaml").read_text())
+    assert top["confirmed"] is True
+    assert [t["trial"] for t in top["trials"]] == [3, 2, 0, 4]  # confirmed by mean, then the rest
+    assert top["trials"][1]["confirmed"]["values"] == [0.60, 0.61] and top["trials"][3]["confirmed"] is None
+
+    (page,) = write_reports(sqlite_url, "tiny", root=tmp_path)  # the report shows the same
+    text = page.read_text()
+    assert "<h2>Baseline vs best</h2>" in text
+    assert "<td>baseline</td><td>0</td><td>0.5000</td><td>l1 off, l2 0.001, dropout 0.5</td>" \
+           "<td>0.5100 ± 0.0100 (3 runs)</td>" in text
+    assert "<td>best</td><td>3</td><td>0.6000</td>" in text and "0.7200 ± 0.0200 (3 runs)" in text
+    assert f"best confirmed: search trial 3, +0.2100 (95% CI {0.21 - half:+.4f} to {0.21 + half:+.4f})" in text
 
 
 def test_packages_are_those_the_study_ran_with(study, sqlite_url, tmp_path):

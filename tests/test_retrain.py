@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from pathlib import Path
 
 import keras
@@ -15,7 +16,7 @@ from search.cli import main
 from search.config import parse_config
 from search.errors import UsageError
 from search.export import export
-from search.retrain import read_export, resolve_export, retrain
+from search.retrain import describe, read_export, resolve_export, retrain
 from search.runner import run_search
 from search.testing import tiny_raw
 
@@ -24,10 +25,10 @@ OUTPUTS = {"model.keras", "history.json", "curves.png", "metrics.json"}
 
 @pytest.fixture(scope="module")
 def best(tmp_path_factory: pytest.TempPathFactory, cifar_dir: Path) -> Path:
-    """A real one-trial search on the synthetic batches, exported."""
+    """A real two-trial search (the baseline and one more) on the synthetic batches, exported."""
     tmp = tmp_path_factory.mktemp("retrain")
     url = f"sqlite:///{tmp / 'optuna.db'}"
-    run_search(parse_config(tiny_raw(tmp), "tiny"), 1, storage_url=url, data_dir=str(cifar_dir))
+    run_search(parse_config(tiny_raw(tmp), "tiny"), 2, storage_url=url, data_dir=str(cifar_dir))
     export(url, "tiny", root=tmp / "exports")
     return tmp / "exports" / "tiny" / "best.yaml"
 
@@ -47,6 +48,37 @@ def test_reproduces_the_trial_and_tests_once(best, cifar_dir):
 
     model = keras.saving.load_model(best.parent / "model.keras")
     assert model.predict(np.zeros((2, 32, 32, 3), np.uint8), verbose=0).shape == (2, 10)
+
+
+def test_seeds_train_both_configs_and_give_the_gain(best, cifar_dir):
+    exported = yaml.safe_load(best.read_text())
+    metrics = retrain(best, str(cifar_dir), seeds=2)
+    assert json.loads((best.parent / "metrics.json").read_text()) == metrics
+    assert metrics["seeds"] == 2
+    for name, entry in (("chosen", exported), ("baseline", exported["baseline"])):
+        result = metrics[name]
+        assert result["trial"] == entry["trial"] and result["params"] == entry["params"]
+        assert result["seeds"][0] == entry["seed"] and len(set(result["seeds"])) == 2  # then a fresh one
+        assert result["seeds"] == [r["seed"] for r in result["runs"]]
+        accuracies = result["test_accuracy"]
+        assert accuracies == [r["test_accuracy"] for r in result["runs"]] and len(accuracies) == 2
+        assert result["mean"] == pytest.approx(statistics.fmean(accuracies))
+        assert result["std"] == pytest.approx(statistics.stdev(accuracies))
+        assert [len(r["history"]["val_accuracy"]) for r in result["runs"]] == [entry["best_epoch"]] * 2
+    assert metrics["chosen"]["seeds"][1] != metrics["baseline"]["seeds"][1]
+    assert metrics["test_accuracy"] == metrics["chosen"]["test_accuracy"][0]  # the model kept
+    gain = metrics["gain"]
+    assert gain["mean"] == pytest.approx(metrics["chosen"]["mean"] - metrics["baseline"]["mean"])
+    assert gain["confidence"] == 0.95 and (gain["low"] is None) == (gain["high"] is None)
+    assert "gain over the baseline: " in describe(metrics)
+
+
+def test_no_baseline_trains_the_chosen_config_only(best, cifar_dir, capsys, monkeypatch):
+    monkeypatch.chdir(best.parent.parent.parent)
+    assert main(["retrain", "--config", str(best), "--data-dir", str(cifar_dir), "--no-baseline"]) == 0
+    assert "baseline: not trained" in capsys.readouterr().out
+    metrics = json.loads((best.parent / "metrics.json").read_text())
+    assert metrics["baseline"] is None and metrics["gain"] is None and len(metrics["chosen"]["runs"]) == 1
 
 
 def test_full_trains_on_every_training_image(best, cifar_dir):
