@@ -30,7 +30,12 @@ from search.workers import (
 
 
 def summary(
-    study: optuna.Study, first: int, storage: StudyStorage, seconds: float, codes: list[int]
+    study: optuna.Study,
+    first: int,
+    storage: StudyStorage,
+    seconds: float,
+    codes: list[int],
+    budget: Budget | None = None,
 ) -> str:
     trials = [t for t in study.get_trials(deepcopy=False) if t.number >= first]
     states = Counter(t.state.name for t in trials)
@@ -46,6 +51,11 @@ def summary(
         lines.append("best: no complete trial yet")
     if signame := stop_requested():
         lines.append(f"stopped by {signame}: no new trials were started")
+    if budget is not None and budget.expired:
+        lines.append(
+            f"the time budget ({budget.seconds / 60:g} min) ended the search: no trial was "
+            "started after it, the running ones finished"
+        )
     for index, code in enumerate(codes):
         if code > EXIT_INTERRUPTED:
             lines.append(
@@ -66,8 +76,12 @@ def run_search(
     storage_url: str | None = None,
     study_name: str | None = None,
     data_dir: str | None = None,
+    timeout: float | None = None,
 ) -> int:
-    """Run ``trials`` trials in all over ``workers`` processes; return the exit code."""
+    """Run ``trials`` trials in all over ``workers`` processes; return the exit code.
+
+    With ``timeout`` (minutes), no trial starts after that time; the running ones finish.
+    """
     split = load_split(data_dir, config.data)  # bad data stops us before storage is touched
     storage = open_storage(storage_url, config.storage)
     study, created = prepare_study(config, storage, study_name, split.fingerprint)
@@ -75,8 +89,8 @@ def run_search(
         save_study_note(study, config.model_copy(update={"study_name": study.study_name}))
     first, start = len(study.trials), time.monotonic()
     spec = WorkerSpec(config, storage_url, study.study_name, data_dir, launch=launch_id(first))
-    budget = Budget(trials)
-    with Monitor(study, first, trials):
+    budget = Budget(trials, None if timeout is None else timeout * 60)
+    with Monitor(study, first, trials, config.training.epochs):
         if workers == 1:
             (spec,) = place_workers(spec, 1, visible_gpus(), usable_cores())
             with clean_stop():
@@ -84,5 +98,5 @@ def run_search(
         else:
             del split
             codes = run_workers(spec, workers, budget)
-    print(summary(study, first, storage, time.monotonic() - start, codes))
+    print(summary(study, first, storage, time.monotonic() - start, codes, budget))
     return max(codes)
