@@ -27,8 +27,7 @@ def set_verbosity(verbose: bool) -> None:
     if verbose:
         os.environ[VERBOSE] = "1"
     if os.environ.get(VERBOSE) != "1":
-        for key, value in QUIET.items():
-            os.environ.setdefault(key, value)  # a value the user set stays
+        os.environ.update(QUIET)  # over any inherited setting: -v is the way to see them
 
 
 @contextmanager
