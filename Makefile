@@ -3,12 +3,14 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-CONFIG ?= study_configs/cifar10.yaml
 TRIALS ?= 20
 WORKERS ?= 1
 PORT ?= 8080
-OPTS = $(if $(STORAGE),--storage '$(STORAGE)') $(if $(STUDY),--study '$(STUDY)')
+# Unset CONFIG or STUDY: each command's own default (`python -m search <command> --help`).
+OPTS = $(if $(CONFIG),--config '$(CONFIG)') $(if $(STORAGE),--storage '$(STORAGE)') $(if $(STUDY),--study '$(STUDY)')
 DATA = $(if $(DATA_DIR),--data-dir '$(DATA_DIR)')
+RUN = --trials $(TRIALS) --workers $(WORKERS) $(if $(TIMEOUT),--timeout '$(TIMEOUT)') $(DATA) $(V)
+V = $(if $(filter 1,$(VERBOSE)),--verbose)
 
 .PHONY: setup search worker test dashboard export retrain report bench
 setup: $(VENV)/.installed
@@ -20,23 +22,23 @@ $(VENV)/.installed: requirements.txt
 	touch $@
 
 search: setup
-	$(PY) -m search search --config $(CONFIG) --trials $(TRIALS) --workers $(WORKERS) $(OPTS) $(DATA)
+	$(PY) -m search search $(OPTS) $(RUN)
 
 worker: setup
-	$(PY) -m search worker --trials $(TRIALS) --workers $(WORKERS) $(OPTS) $(DATA)
+	$(PY) -m search worker $(OPTS) $(RUN)
 
 test: setup
 	$(PY) -m pytest -q tests
 
 dashboard: setup
-	$(PY) -m search dashboard --config $(CONFIG) --port $(PORT) $(if $(STORAGE),--storage '$(STORAGE)')
+	$(PY) -m search dashboard --port $(PORT) $(if $(CONFIG),--config '$(CONFIG)') $(if $(STORAGE),--storage '$(STORAGE)')
 
 export: setup
-	$(PY) -m search export --config $(CONFIG) $(OPTS) $(if $(TOP),--top $(TOP))
+	$(PY) -m search export $(OPTS) $(if $(TOP),--top $(TOP))
 
-# CONFIG=exports/<study>/best.yaml; left at a study config, it means that study's best.yaml.
+# CONFIG=exports/<study>/best.yaml; a study config or STUDY means that study's best.yaml.
 retrain: setup
-	$(PY) -m search retrain --config $(CONFIG) $(if $(STUDY),--study '$(STUDY)') $(DATA) $(if $(filter 1,$(FULL)),--full)
+	$(PY) -m search retrain $(OPTS) $(DATA) $(if $(filter 1,$(FULL)),--full) $(V)
 
 report: setup
 	$(PY) -m search report $(OPTS) $(if $(TOP),--top $(TOP))

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 from search.errors import UsageError
+from search.quiet import set_verbosity
 
 DEFAULT_CONFIG = "study_configs/cifar10.yaml"
+DEFAULT_URL = "sqlite:///storage/optuna.db"  # search.storage.DEFAULT_URL, which loads Optuna
 
 
 class _Parser(argparse.ArgumentParser):
@@ -25,53 +28,94 @@ def _positive(text: str) -> int:
     return value
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--storage", help="SQLAlchemy URL (default sqlite:///storage/optuna.db)")
-    p.add_argument("--study", help="study name (default: the config's study_name)")
+def _minutes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of minutes: {text!r}") from None
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a positive number of minutes, got {text}")
+    return value
+
+
+STORAGE_HELP = f"SQLAlchemy URL (default {DEFAULT_URL})"
+PICKED = "the config's study_name with --config, else the only or most recent study in STORAGE"
+
+
+def _verbose(p: argparse.ArgumentParser, default: object = argparse.SUPPRESS) -> None:
+    p.add_argument("-v", "--verbose", action="store_true", default=default,
+                   help="show TensorFlow's native start-up log lines (default: hidden)")
+
+
+def _study_args(p: argparse.ArgumentParser, config: str, study: str) -> None:
+    p.add_argument("--config", help=f"{config}")
+    p.add_argument("--storage", help=STORAGE_HELP)
+    p.add_argument("--study", help=f"study name (default: {study})")
 
 
 def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trials", type=_positive, default=20, help="trials to run in all (default 20)")
     p.add_argument("--workers", type=_positive, default=1, help="worker processes (default 1)")
+    p.add_argument("--timeout", type=_minutes, metavar="MINUTES",
+                   help="start no trial after this many minutes; running ones finish (default: none)")
     p.add_argument("--data-dir", help="local cifar-10-batches-py folder (default: Keras' cache)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m search", description=__doc__)
+    _verbose(parser, default=False)
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = commands.add_parser("search", help="create or resume a study and run trials")
-    p.add_argument("--config", default=DEFAULT_CONFIG, help="study config (YAML)")
-    _common(p)
+    _study_args(p, f"study config (YAML; default {DEFAULT_CONFIG})", "the config's study_name")
+    p.set_defaults(config=DEFAULT_CONFIG)
     _run_args(p)
 
     p = commands.add_parser("worker", help="join an existing study, using the config stored on it")
-    _common(p)
+    _study_args(p, "a study config: names the study, checked against the stored one "
+                   "(default: the config stored on the study)", PICKED)
     _run_args(p)
 
     p = commands.add_parser("dashboard", help="serve optuna-dashboard on the storage and artifacts")
-    p.add_argument("--config", default=DEFAULT_CONFIG, help="config naming the artifact store")
-    p.add_argument("--storage", help="SQLAlchemy URL (default sqlite:///storage/optuna.db)")
+    p.add_argument("--config", default=DEFAULT_CONFIG,
+                   help=f"config naming the artifact store (default {DEFAULT_CONFIG})")
+    p.add_argument("--storage", help=STORAGE_HELP)
     p.add_argument("--artifacts", help="artifact folder (default: the config's storage.artifacts)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=_positive, default=8080, help="port (default 8080)")
 
     p = commands.add_parser("export", help="write the best trial's settings to exports/<study>/")
-    p.add_argument("--config", default=DEFAULT_CONFIG, help="study config naming the study")
-    _common(p)
-    p.add_argument("--top", type=_positive, default=1, help="also write the k best to top.yaml")
+    _study_args(p, "a study config: names the study (default: none)", PICKED)
+    p.add_argument("--top", type=_positive, default=1,
+                   help="also write the k best to top.yaml when above 1 (default 1)")
 
     p = commands.add_parser("retrain", help="train an exported trial's model and test it once")
-    p.add_argument("--config", default=DEFAULT_CONFIG, help="export file, or a study config")
-    p.add_argument("--study", help="with a study config: use exports/<study>/best.yaml")
+    _study_args(p, "an export file (best.yaml), or a study config: its study's export "
+                   "(default: exports/<study>/best.yaml)", PICKED)
     p.add_argument("--data-dir", help="local cifar-10-batches-py folder (default: Keras' cache)")
-    p.add_argument("--full", action="store_true", help="train on all 50,000 training images")
+    p.add_argument("--full", action="store_true",
+                   help="train on all 50,000 training images (default: the study's training split)")
 
     p = commands.add_parser("report", help="write reports/<study>.html with the study's plots")
-    p.add_argument("--storage", help="SQLAlchemy URL (default sqlite:///storage/optuna.db)")
-    p.add_argument("--study", help="one study (default: every study in the storage)")
+    _study_args(p, "a study config: names the study (default: none)",
+                "the config's study_name with --config, else every study in STORAGE")
     p.add_argument("--top", type=_positive, default=10, help="top trials to list (default 10)")
+    for sub in commands.choices.values():
+        _verbose(sub)
     return parser
+
+
+def _study_name(args: argparse.Namespace, command: str) -> str:
+    """STUDY, else the study CONFIG names, else the only or most recent one (said in one line)."""
+    from search.config import load_config
+    from search.pick import pick_study
+    from search.storage import open_storage
+
+    name = args.study or (load_config(args.config).study_name if args.config else None)
+    name, note = pick_study(open_storage(args.storage, read_only=True), name, command)
+    if note:
+        print(note, flush=True)
+    return name
 
 
 def _search(args: argparse.Namespace) -> int:
@@ -79,18 +123,21 @@ def _search(args: argparse.Namespace) -> int:
     from search.runner import run_search
 
     config = load_config(args.config)
-    return run_search(config, args.trials, args.workers, args.storage, args.study, args.data_dir)
+    return run_search(config, args.trials, args.workers, args.storage, args.study, args.data_dir,
+                      args.timeout)
 
 
 def _worker(args: argparse.Namespace) -> int:
+    from search.config import load_config
     from search.runner import run_search
     from search.storage import open_storage
     from search.study import stored_config
 
-    if not args.study:
-        raise UsageError("worker needs --study (STUDY=...): the name of the study to join")
-    config = stored_config(open_storage(args.storage, read_only=True), args.study)
-    return run_search(config, args.trials, args.workers, args.storage, args.study, args.data_dir)
+    name = _study_name(args, "worker")
+    storage = open_storage(args.storage, read_only=True)
+    config = load_config(args.config) if args.config else stored_config(storage, name)
+    return run_search(config, args.trials, args.workers, args.storage, name, args.data_dir,
+                      args.timeout)
 
 
 def _dashboard(args: argparse.Namespace) -> int:
@@ -102,20 +149,24 @@ def _dashboard(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from search.config import load_config
     from search.export import export
 
-    study_name = args.study or load_config(args.config).study_name
-    for path in export(args.storage, study_name, args.top):
+    name = _study_name(args, "export")
+    for path in export(args.storage, name, args.top):
         print(f"wrote {path}")
     return 0
 
 
 def _retrain(args: argparse.Namespace) -> int:
+    from search.quiet import import_tensorflow
     from search.retrain import describe, resolve_export, retrain
 
-    metrics = retrain(resolve_export(args.config, args.study), args.data_dir, args.full)
-    print(describe(metrics))
+    if args.config or args.study:
+        path = resolve_export(args.config, args.study)
+    else:
+        path = resolve_export(None, _study_name(args, "retrain"))
+    import_tensorflow()
+    print(describe(retrain(path, args.data_dir, args.full)))
     return 0
 
 
@@ -125,7 +176,8 @@ def _report(args: argparse.Namespace) -> int:
     from search.report import write_reports
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # the plots' warnings repeat the page
-    for path in write_reports(args.storage, args.study, args.top):
+    name = _study_name(args, "report") if args.study or args.config else None  # else every study
+    for path in write_reports(args.storage, name, args.top):
         print(f"wrote {path}")
     return 0
 
@@ -142,6 +194,7 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    set_verbosity(args.verbose)  # before anything loads TensorFlow
     try:
         return COMMANDS[args.command](args)
     except UsageError as exc:
