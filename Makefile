@@ -3,7 +3,6 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-CONFIG ?= study_configs/cifar10.yaml
 TRIALS ?= 20
 WORKERS ?= auto
 PORT ?= 8080
@@ -12,7 +11,7 @@ HOST = 127.0.0.1
 # Values reach `python -m search` through the environment (SEARCH_<FLAG>, see its --help), never
 # through a recipe's text: a password in STORAGE is not echoed nor shown by `ps`, and no quote,
 # space or '$' in a value can break or extend a command; each is passed exactly as typed.
-unexport STORAGE STUDY CONFIG DATA_DIR TRIALS WORKERS PORT TOP HOST SEEDS
+unexport STORAGE STUDY CONFIG DATA_DIR TRIALS WORKERS PORT TOP HOST SEEDS TIMEOUT
 export SEARCH_STORAGE = $(value STORAGE)
 export SEARCH_STUDY = $(value STUDY)
 export SEARCH_CONFIG = $(value CONFIG)
@@ -23,6 +22,8 @@ export SEARCH_PORT = $(value PORT)
 export SEARCH_TOP = $(value TOP)
 export SEARCH_HOST = $(value HOST)
 export SEARCH_SEEDS = $(value SEEDS)
+export SEARCH_TIMEOUT = $(value TIMEOUT)
+V = $(if $(filter 1,$(VERBOSE)),--verbose)
 
 .PHONY: setup search worker test dashboard export confirm retrain report bench
 setup: $(VENV)/.installed
@@ -34,10 +35,10 @@ $(VENV)/.installed: requirements.txt
 	touch $@
 
 search: setup
-	$(PY) -m search search
+	$(PY) -m search search $(V)
 
 worker: setup
-	$(PY) -m search worker
+	$(PY) -m search worker $(V)
 
 test: setup
 	$(PY) -m pytest -q tests
@@ -52,9 +53,9 @@ export: setup
 confirm: setup
 	$(PY) -m search confirm
 
-# CONFIG=exports/<study>/best.yaml; left at a study config, it means that study's best.yaml.
+# CONFIG=exports/<study>/best.yaml; a study config or STUDY means that study's best.yaml.
 retrain: setup
-	$(PY) -m search retrain $(if $(filter 1,$(FULL)),--full)
+	$(PY) -m search retrain $(if $(filter 1,$(FULL)),--full) $(V)
 
 report: setup
 	$(PY) -m search report

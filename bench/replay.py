@@ -136,7 +136,7 @@ def replay_order(pruner: cfg.Pruner, curves: Sequence[Curve], epochs: int) -> tu
     for curve in curves:
         fixed = {name: optuna.distributions.FloatDistribution(v, v) for name, v in curve.params.items()}
         trial = study.ask(fixed)
-        for step, value in enumerate(curve.val_accuracy):
+        for step, value in enumerate(curve.val_accuracy, start=1):  # epochs, as the objective reports
             trial.report(value, step)
             spent += 1
             if trial.should_prune():

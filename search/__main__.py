@@ -1,9 +1,8 @@
-import os
+"""``python -m search``: the command line; it quiets TensorFlow before loading it (``search.quiet``)."""
+
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from search.cli import main  # noqa: E402
+from search.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

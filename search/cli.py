@@ -8,13 +8,16 @@ them, so that no password shows in ``ps`` or on the screen and no quote reaches 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 
 from search.errors import UsageError
 from search.names import check_name
+from search.quiet import set_verbosity
 
 DEFAULT_CONFIG = "study_configs/cifar10.yaml"
+DEFAULT_URL = "sqlite:///storage/optuna.db"  # search.storage.DEFAULT_URL, which loads Optuna
 
 
 class _Parser(argparse.ArgumentParser):
@@ -32,21 +35,11 @@ def _positive(text: str) -> int:
     return value
 
 
-def _study_name(text: str) -> str:
+def _name(text: str) -> str:
     try:
         return check_name(text)
     except UsageError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _from_environment(parser: argparse.ArgumentParser) -> None:
-    """Options that take one value default to ``SEARCH_<OPTION>`` when it is set and not empty."""
-    for action in parser._actions:
-        if action.option_strings and action.nargs is None and not isinstance(action.default, list):
-            variable = f"SEARCH_{action.dest.upper()}"
-            action.help = f"{action.help} [env {variable}]"
-            if os.environ.get(variable):
-                action.default = os.environ[variable]  # argparse applies the type to it
 
 
 def _workers(text: str) -> int | None:
@@ -59,35 +52,70 @@ def _workers(text: str) -> int | None:
         raise argparse.ArgumentTypeError(f"{exc} (use auto or a number of workers)") from None
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--storage", help="SQLAlchemy URL (default sqlite:///storage/optuna.db)")
-    p.add_argument("--study", type=_study_name, help="study name (default: the config's one)")
+def _minutes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of minutes: {text!r}") from None
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a positive number of minutes, got {text}")
+    return value
+
+
+def _from_environment(parser: argparse.ArgumentParser) -> None:
+    """Options that take one value default to ``SEARCH_<OPTION>`` when it is set and not empty."""
+    for action in parser._actions:
+        if action.option_strings and action.nargs is None and not isinstance(action.default, list):
+            variable = f"SEARCH_{action.dest.upper()}"
+            action.help = f"{action.help} [env {variable}]"
+            if os.environ.get(variable):
+                action.default = os.environ[variable]  # argparse applies the type to it
+
+
+STORAGE_HELP = f"SQLAlchemy URL (default {DEFAULT_URL})"
+PICKED = "the config's study_name with --config, else the only or most recent study in STORAGE"
+WORKERS_HELP = ("worker processes; auto: one per core (single-thread) or per GPU, at most one per "
+                "trial and what memory holds (default auto)")
+
+
+def _verbose(p: argparse.ArgumentParser, default: object = argparse.SUPPRESS) -> None:
+    p.add_argument("-v", "--verbose", action="store_true", default=default,
+                   help="show TensorFlow's native start-up log lines (default: hidden)")
+
+
+def _study_args(p: argparse.ArgumentParser, config: str, study: str) -> None:
+    p.add_argument("--config", help=f"{config}")
+    p.add_argument("--storage", help=STORAGE_HELP)
+    p.add_argument("--study", type=_name, help=f"study name (default: {study})")
 
 
 def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trials", type=_positive, default=20, help="trials to run in all (default 20)")
-    p.add_argument("--workers", type=_workers, default=None, metavar="auto|N",
-                   help="worker processes; auto: one per core (single-thread) or per GPU, at most "
-                   "one per trial and what memory holds (default auto)")
+    p.add_argument("--workers", type=_workers, default=None, metavar="auto|N", help=WORKERS_HELP)
+    p.add_argument("--timeout", type=_minutes, metavar="MINUTES",
+                   help="start no trial after this many minutes; running ones finish (default: none)")
     p.add_argument("--data-dir", help="local cifar-10-batches-py folder (default: Keras' cache)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m search", description=__doc__)
+    _verbose(parser, default=False)
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = commands.add_parser("search", help="create or resume a study and run trials")
-    p.add_argument("--config", default=DEFAULT_CONFIG, help="study config (YAML)")
-    _common(p)
+    _study_args(p, f"study config (YAML; default {DEFAULT_CONFIG})", "the config's study_name")
+    p.set_defaults(config=DEFAULT_CONFIG)
     _run_args(p)
 
     p = commands.add_parser("worker", help="join an existing study, using the config stored on it")
-    _common(p)
+    _study_args(p, "a study config: names the study, checked against the stored one "
+                   "(default: the config stored on the study)", PICKED)
     _run_args(p)
 
     p = commands.add_parser("dashboard", help="serve optuna-dashboard on the storage and artifacts")
-    p.add_argument("--config", default=DEFAULT_CONFIG, help="config naming the artifact store")
-    p.add_argument("--storage", help="SQLAlchemy URL (default sqlite:///storage/optuna.db)")
+    p.add_argument("--config", default=DEFAULT_CONFIG,
+                   help=f"config naming the artifact store (default {DEFAULT_CONFIG})")
+    p.add_argument("--storage", help=STORAGE_HELP)
     p.add_argument("--artifacts", help="artifact folder (default: the config's storage.artifacts)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=_positive, default=8080, help="port (default 8080)")
@@ -107,38 +135,51 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = commands.add_parser("export", help="write the best trial's settings to exports/<study>/")
-    p.add_argument("--config", default=DEFAULT_CONFIG, help="study config naming the study")
-    _common(p)
-    p.add_argument("--top", type=_positive, default=1, help="also write the k best to top.yaml")
+    _study_args(p, "a study config: names the study (default: none)", PICKED)
+    p.add_argument("--top", type=_positive, default=1,
+                   help="also write the k best to top.yaml when above 1 (default 1)")
 
     p = commands.add_parser("confirm", help="retrain the top trials and the baseline with fresh seeds")
-    p.add_argument("--config", default=DEFAULT_CONFIG, help="study config naming the study")
-    _common(p)
+    _study_args(p, "a study config: names the study (default: none)", PICKED)
     p.add_argument("--top", type=_positive, default=3,
                    help="best trials to confirm, besides the baseline (default 3)")
     p.add_argument("--seeds", type=_positive, default=3, help="runs of each, with fresh seeds (default 3)")
-    p.add_argument("--workers", type=_positive, default=1, help="worker processes (default 1)")
+    p.add_argument("--workers", type=_workers, default=None, metavar="auto|N", help=WORKERS_HELP)
     p.add_argument("--runs", type=_positive, help="run at most this many now (default: all missing)")
     p.add_argument("--data-dir", help="local cifar-10-batches-py folder (default: Keras' cache)")
 
     p = commands.add_parser("retrain", help="train an exported trial's model and test it once")
-    p.add_argument("--config", default=DEFAULT_CONFIG, help="export file, or a study config")
-    p.add_argument(
-        "--study", type=_study_name, help="with a study config: use exports/<study>/best.yaml"
-    )
+    _study_args(p, "an export file (best.yaml), or a study config: its study's export "
+                   "(default: exports/<study>/best.yaml)", PICKED)
     p.add_argument("--data-dir", help="local cifar-10-batches-py folder (default: Keras' cache)")
-    p.add_argument("--full", action="store_true", help="train on all 50,000 training images")
+    p.add_argument("--full", action="store_true",
+                   help="train on all 50,000 training images (default: the study's training split)")
     p.add_argument("--seeds", type=_positive, default=1,
                    help="trainings of each config, the first with its trial's seed (default 1)")
-    p.add_argument("--no-baseline", action="store_true", help="do not train the baseline too")
+    p.add_argument("--no-baseline", action="store_true",
+                   help="do not train the baseline too (default: train it)")
 
     p = commands.add_parser("report", help="write reports/<study>.html with the study's plots")
-    p.add_argument("--storage", help="SQLAlchemy URL (default sqlite:///storage/optuna.db)")
-    p.add_argument("--study", type=_study_name, help="one study (default: every one in STORAGE)")
+    _study_args(p, "a study config: names the study (default: none)",
+                "the config's study_name with --config, else every study in STORAGE")
     p.add_argument("--top", type=_positive, default=10, help="top trials to list (default 10)")
-    for subparser in commands.choices.values():
-        _from_environment(subparser)
+    for sub in commands.choices.values():
+        _verbose(sub)
+        _from_environment(sub)
     return parser
+
+
+def _study_name(args: argparse.Namespace, command: str) -> str:
+    """STUDY, else the study CONFIG names, else the only or most recent one (said in one line)."""
+    from search.config import load_config
+    from search.pick import pick_study
+    from search.storage import open_storage
+
+    name = args.study or (load_config(args.config).study_name if args.config else None)
+    name, note = pick_study(open_storage(args.storage, read_only=True), name, command)
+    if note:
+        print(note, flush=True)
+    return name
 
 
 def _search(args: argparse.Namespace) -> int:
@@ -146,18 +187,21 @@ def _search(args: argparse.Namespace) -> int:
     from search.runner import run_search
 
     config = load_config(args.config)
-    return run_search(config, args.trials, args.workers, args.storage, args.study, args.data_dir)
+    return run_search(config, args.trials, args.workers, args.storage, args.study, args.data_dir,
+                      args.timeout)
 
 
 def _worker(args: argparse.Namespace) -> int:
+    from search.config import load_config
     from search.runner import run_search
     from search.storage import open_storage
     from search.study import stored_config
 
-    if not args.study:
-        raise UsageError("worker needs --study (STUDY=...): the name of the study to join")
-    config = stored_config(open_storage(args.storage, read_only=True), args.study)
-    return run_search(config, args.trials, args.workers, args.storage, args.study, args.data_dir)
+    name = _study_name(args, "worker")
+    storage = open_storage(args.storage, read_only=True)
+    config = load_config(args.config) if args.config else stored_config(storage, name)
+    return run_search(config, args.trials, args.workers, args.storage, name, args.data_dir,
+                      args.timeout)
 
 
 def _dashboard(args: argparse.Namespace) -> int:
@@ -171,27 +215,30 @@ def _dashboard(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from search.config import load_config
     from search.export import export
 
-    study_name = args.study or load_config(args.config).study_name
-    for path in export(args.storage, study_name, args.top):
+    name = _study_name(args, "export")
+    for path in export(args.storage, name, args.top):
         print(f"wrote {path}")
     return 0
 
 
 def _confirm(args: argparse.Namespace) -> int:
-    from search.config import load_config
     from search.confirm import confirm
 
-    study_name = args.study or load_config(args.config).study_name
-    return confirm(args.storage, study_name, args.top, args.seeds, args.workers, args.data_dir, args.runs)
+    name = _study_name(args, "confirm")
+    return confirm(args.storage, name, args.top, args.seeds, args.workers, args.data_dir, args.runs)
 
 
 def _retrain(args: argparse.Namespace) -> int:
+    from search.quiet import import_tensorflow
     from search.retrain import describe, resolve_export, retrain
 
-    path = resolve_export(args.config, args.study)
+    if args.config or args.study:
+        path = resolve_export(args.config, args.study)
+    else:
+        path = resolve_export(None, _study_name(args, "retrain"))
+    import_tensorflow()
     metrics = retrain(path, args.data_dir, args.full, args.seeds, baseline=not args.no_baseline)
     print(describe(metrics))
     return 0
@@ -203,7 +250,8 @@ def _report(args: argparse.Namespace) -> int:
     from search.report import write_reports
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # the plots' warnings repeat the page
-    for path in write_reports(args.storage, args.study, args.top):
+    name = _study_name(args, "report") if args.study or args.config else None  # else every study
+    for path in write_reports(args.storage, name, args.top):
         print(f"wrote {path}")
     return 0
 
@@ -221,6 +269,7 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    set_verbosity(args.verbose)  # before anything loads TensorFlow
     try:
         return COMMANDS[args.command](args)
     except UsageError as exc:

@@ -50,6 +50,9 @@ def resolve_data_dir(data_dir: str | Path | None) -> Path:
 
 
 def _keras_cache() -> Path:
+    from search.quiet import import_tensorflow
+
+    import_tensorflow()  # Keras loads it
     from keras.utils import get_file
 
     try:

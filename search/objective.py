@@ -16,6 +16,17 @@ from search.data import Split
 from search.training import EpochTimer, StopOnRequest, derive_seed, fit, seeded_model, summarize
 
 
+class EpochPruningCallback(KerasPruningCallback):
+    """Optuna's Keras pruning callback, reporting epochs counted from 1 as Keras prints them.
+
+    So a trial's steps, its ``best_epoch`` and ``epochs_run`` count alike, and a pruner's
+    ``min_resource`` is epochs trained (``make_pruner`` keeps the median's warm-up in epochs).
+    """
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        super().on_epoch_end(epoch + 1, logs)
+
+
 def suggest(trial: optuna.Trial, space: SearchSpace) -> dict[str, float]:
     """Sample each hyperparameter; a fixed one is recorded as a one-point range."""
     params = {}
@@ -77,7 +88,7 @@ class Objective:
                     history,
                     timer,
                     keras.callbacks.TerminateOnNaN(),
-                    KerasPruningCallback(trial, "val_accuracy"),
+                    EpochPruningCallback(trial, "val_accuracy"),
                     StopOnRequest(self.should_stop),
                 ],
             )

@@ -1,8 +1,17 @@
-"""What a search shows while it runs: a progress bar and one line per finished trial."""
+"""What a search shows while it runs, read from the storage (so every worker's trials show).
+
+In a terminal: a progress bar whose ETA is followed by the best value so far and the running
+trials' epoch and last validation accuracy, and one line per finished trial. Elsewhere (a log
+file, CI, nohup): no redraws, one line per finished trial and a status line every few minutes.
+"""
 
 from __future__ import annotations
 
+import math
+import sys
 import threading
+import time
+from typing import TextIO
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -11,6 +20,9 @@ from tqdm import tqdm
 from search.storage import UNREACHABLE
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+STATUS_EVERY = 300.0  # seconds between status lines when the output is not a terminal
+# The text first and the bar in the space left, so that an 80-column terminal shows the text.
+BAR = "{n_fmt}/{total_fmt} trials [{elapsed}<{remaining}{postfix}] {bar}"
 
 
 def describe(trial: FrozenTrial) -> str:
@@ -30,22 +42,85 @@ def describe(trial: FrozenTrial) -> str:
     )
 
 
-class Monitor:
-    """Polls the study and reports trials numbered ``first`` and up as they finish."""
+def running(trial: FrozenTrial, epochs: int) -> str:
+    """``trial 8 epoch 2/20 val 0.5510``: the epoch it trains, the last one's val_accuracy."""
+    values = trial.intermediate_values  # steps are epochs counted from 1
+    if not values:
+        return f"trial {trial.number} epoch 1/{epochs}"
+    last = max(values)
+    return f"trial {trial.number} epoch {min(last + 1, epochs)}/{epochs} val {values[last]:.4f}"
 
-    def __init__(self, study: optuna.Study, first: int, total: int | None, interval: float = 1.0):
-        self.study, self.first, self.interval = study, first, interval
+
+def status(trials: list[FrozenTrial], first: int, epochs: int) -> str:
+    """The best trial so far and this command's running trials, in one short line."""
+    values = {
+        t.number: t.value for t in trials if t.state == TrialState.COMPLETE and math.isfinite(t.value)
+    }
+    parts = []
+    if values:
+        best = max(values, key=values.__getitem__)
+        parts.append(f"best {values[best]:.4f} (trial {best})")
+    parts += [running(t, epochs) for t in trials if t.state == TrialState.RUNNING and t.number >= first]
+    return "; ".join(parts)
+
+
+class Monitor:
+    """Polls the study every ``interval`` s and reports trials numbered ``first`` and up."""
+
+    def __init__(
+        self,
+        study: optuna.Study,
+        first: int,
+        total: int | None,
+        epochs: int,
+        interval: float = 1.0,
+        status_every: float = STATUS_EVERY,
+        file: TextIO | None = None,
+    ):
+        self.study, self.first, self.total, self.epochs = study, first, total, epochs
+        self.interval, self.status_every = interval, status_every
+        self.file = file or sys.stdout
         self.seen: set[int] = set()
-        self.bar = tqdm(total=total, unit="trial", desc=study.study_name, dynamic_ncols=True)
+        self.started = self.last_status = time.monotonic()
+        self.bar = (
+            tqdm(total=total, bar_format=BAR, dynamic_ncols=True, file=self.file)
+            if self.file.isatty()
+            else None
+        )
+        trials = f"{total} trials" if total else "trials"
+        self._line(f"study {study.study_name}: {trials} from number {first}, {epochs} epochs at most")
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
+    def _line(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(text, file=self.file)
+        else:
+            print(text, file=self.file, flush=True)
+
+    def _status_line(self, now: str) -> str:
+        done, minutes = len(self.seen), (time.monotonic() - self.started) / 60
+        line = f"[{time.strftime('%H:%M:%S')}] {done}/{self.total or '?'} trials finished"
+        line += f" in {minutes:.1f} min"
+        if done and self.total and done < self.total:
+            line += f", about {minutes / done * (self.total - done):.0f} min left"
+        return f"{line}; {now}" if now else line
+
     def poll(self) -> None:
-        for trial in self.study.get_trials(deepcopy=False, states=FINISHED):
-            if trial.number >= self.first and trial.number not in self.seen:
+        trials = self.study.get_trials(deepcopy=False)
+        for trial in trials:
+            new = trial.number >= self.first and trial.number not in self.seen
+            if new and trial.state in FINISHED:
                 self.seen.add(trial.number)
-                self.bar.write(describe(trial))
-                self.bar.update()
+                self._line(describe(trial))
+                if self.bar is not None:
+                    self.bar.update()
+        now = status(trials, self.first, self.epochs)
+        if self.bar is not None:
+            self.bar.set_postfix_str(now)
+        elif time.monotonic() - self.last_status >= self.status_every:
+            self.last_status = time.monotonic()
+            self._line(self._status_line(now))
 
     def _run(self) -> None:
         while not self._done.wait(self.interval):
@@ -62,4 +137,5 @@ class Monitor:
         self._done.set()
         self._thread.join()
         self.poll()
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()

@@ -61,18 +61,21 @@ def read_export(path: Path) -> Export:
         raise UsageError(f"{path}: not an export ({first_error(exc)})") from None
 
 
-def resolve_export(path: str | Path, study_name: str | None = None) -> Path:
-    """``path`` if it is an export; for a study config, ``exports/<its study>/best.yaml``."""
-    path = Path(path)
-    raw = _read_yaml(path)
-    if isinstance(raw, dict) and "params" not in raw:
+def resolve_export(path: str | Path | None, study_name: str | None = None) -> Path:
+    """``path`` if it is an export; for a study config (or none), ``exports/<study>/best.yaml``."""
+    if path is not None:
+        path = Path(path)
+        raw = _read_yaml(path)
+        if not isinstance(raw, dict) or "params" in raw:
+            return path
         try:
             study_name = study_name or parse_config(raw, str(path)).study_name
         except UsageError as exc:
             raise UsageError(f"not an export (no params), nor a study config: {exc}") from None
-        path = inside(EXPORTS, study_name) / "best.yaml"
-        if not path.is_file():
-            raise UsageError(f"{path}: no export of this study yet (run make export first)")
+    assert study_name is not None, "a study config or a study name"
+    path = inside(EXPORTS, study_name) / "best.yaml"
+    if not path.is_file():
+        raise UsageError(f"{path}: no export of this study yet (run make export first)")
     return path
 
 

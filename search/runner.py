@@ -33,7 +33,12 @@ from search.workers import (
 
 
 def summary(
-    study: optuna.Study, first: int, storage: StudyStorage, seconds: float, codes: list[int]
+    study: optuna.Study,
+    first: int,
+    storage: StudyStorage,
+    seconds: float,
+    codes: list[int],
+    budget: Budget | None = None,
 ) -> str:
     started = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
     trials = [t for t in study.get_trials(deepcopy=False, states=started) if t.number >= first]
@@ -50,6 +55,11 @@ def summary(
     lines += outcome_lines(study, storage)
     if signame := stop_requested():
         lines.append(f"stopped by {signame}: no new trials were started")
+    if budget is not None and budget.expired:
+        lines.append(
+            f"the time budget ({budget.seconds / 60:g} min) ended the search: no trial was "
+            "started after it, the running ones finished"
+        )
     for index, code in enumerate(codes):
         if code > EXIT_INTERRUPTED:
             lines.append(
@@ -70,10 +80,12 @@ def run_search(
     storage_url: str | None = None,
     study_name: str | None = None,
     data_dir: str | None = None,
+    timeout: float | None = None,
 ) -> int:
     """Run ``trials`` trials in all over ``workers`` processes (None: auto); return the exit code.
 
-    The number is capped at the trials and at what memory holds (``search.layout``).
+    The number is capped at the trials and at what memory holds (``search.layout``). With
+    ``timeout`` (minutes), no trial starts after that time; the running ones finish.
     """
     split = load_split(data_dir, config.data)  # bad data stops us before storage is touched
     storage = open_storage(storage_url, config.storage)
@@ -84,11 +96,11 @@ def run_search(
     waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
     first, start = min((t.number for t in waiting), default=len(study.trials)), time.monotonic()
     spec = WorkerSpec(config, storage_url, study.study_name, data_dir, launch=launch_id(len(study.trials)))
-    budget = Budget(trials)
+    budget = Budget(trials, None if timeout is None else timeout * 60)
     plan = plan_workers(workers, trials, usable_cores(), len(visible_gpus()), available_memory(),
                         worker_bytes(config.data))
     print(plan, flush=True)
-    with Monitor(study, first, trials):
+    with Monitor(study, first, trials, config.training.epochs):
         if plan.workers == 1:
             (spec,) = place_workers(spec, 1, visible_gpus(), usable_cores())
             with clean_stop():
@@ -96,7 +108,7 @@ def run_search(
         else:
             del split
             codes = run_workers(spec, plan.workers, budget)
-    print(summary(study, first, storage, time.monotonic() - start, codes))
+    print(summary(study, first, storage, time.monotonic() - start, codes, budget))
     # the note again, with what the search has found so far
     save_study_note(study, config.model_copy(update={"study_name": study.study_name}), storage)
     return max(codes)

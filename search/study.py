@@ -38,9 +38,14 @@ def make_sampler(sampler: cfg.Sampler, seed: int) -> optuna.samplers.BaseSampler
 
 
 def make_pruner(pruner: cfg.Pruner, max_epochs: int) -> optuna.pruners.BasePruner:
+    """The configured pruner, for steps that are epochs counted from 1.
+
+    ``n_warmup_steps`` epochs are never pruned (Optuna's earliest pruning step is its
+    ``n_warmup_steps``, hence the + 1); ``min_resource`` is the epochs before the first rung.
+    """
     if isinstance(pruner, cfg.MedianPruner):
         return optuna.pruners.MedianPruner(
-            n_startup_trials=pruner.n_startup_trials, n_warmup_steps=pruner.n_warmup_steps
+            n_startup_trials=pruner.n_startup_trials, n_warmup_steps=pruner.n_warmup_steps + 1
         )
     if isinstance(pruner, cfg.HyperbandPruner):
         return optuna.pruners.HyperbandPruner(

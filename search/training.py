@@ -107,8 +107,9 @@ def summarize(history: dict[str, list[float]], seconds: list[float]) -> dict[str
         "epochs_run": len(val_acc),
         "best_epoch": best + 1,
         "seconds_per_epoch": round(float(np.mean(seconds)), 3),
+        # the last epoch's; the trial's value is the best epoch's (``best_epoch``)
         **{
-            f"{prefix}{metric}": float(history[key][-1])
+            f"last_{prefix}{metric}": float(history[key][-1])
             for metric in ("accuracy", "loss")
             for prefix, key in (("train_", metric), ("val_", f"val_{metric}"))
         },

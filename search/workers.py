@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -30,23 +31,38 @@ EXIT_INTERRUPTED = 130
 # Workers are forked from a server that has imported TensorFlow once (its runtime is not started
 # until a worker uses it): 4 workers start in about the time of one, and share those pages.
 CONTEXT = mp.get_context("forkserver")
-CONTEXT.set_forkserver_preload(["search.objective"])
+CONTEXT.set_forkserver_preload(["search._preload"])
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class Budget:
-    """Trials left for the workers of one command, shared across processes: exact, no overshoot."""
+    """Trials left for the workers of one command, shared across processes: exact, no overshoot.
 
-    def __init__(self, trials: int | None):
+    With ``seconds``, no trial starts once that time has passed (as Optuna's ``timeout``);
+    running trials finish.
+    """
+
+    def __init__(self, trials: int | None, seconds: float | None = None):
         self._left = CONTEXT.Value("q", -1 if trials is None else trials)
+        self._expired = CONTEXT.Value("b", 0, lock=False)
+        self.seconds = seconds
+        self._deadline = None if seconds is None else time.monotonic() + seconds
 
     def take(self) -> bool:
         with self._left.get_lock():
             if self._left.value == 0:
                 return False
+            if self._deadline is not None and time.monotonic() >= self._deadline:
+                self._expired.value = 1
+                return False
             if self._left.value > 0:
                 self._left.value -= 1
             return True
+
+    @property
+    def expired(self) -> bool:
+        """Whether the time budget stopped a trial from starting."""
+        return bool(self._expired.value)
 
 
 _stop_signal: str | None = None
@@ -131,6 +147,9 @@ def run_worker(
 
     The in-process path (one worker) passes the split and the storage it already opened.
     """
+    from search.quiet import import_tensorflow
+
+    import_tensorflow()
     import optuna
     import tensorflow as tf
 

@@ -90,7 +90,7 @@ def add_trial(study: optuna.Study, curve: list[float], state: str = "complete") 
     trial = study.ask({"l1": optuna.distributions.FloatDistribution(1e-6, 1e-2, log=True),
                        "l2": optuna.distributions.FloatDistribution(1e-6, 1e-2, log=True),
                        "dropout": optuna.distributions.FloatDistribution(0.0, 0.7)})
-    for step, value in enumerate(curve):
+    for step, value in enumerate(curve, start=1):  # epochs from 1, as the objective reports
         trial.report(value, step)
     if state == "complete":
         study.tell(trial, max(curve))

@@ -2,23 +2,25 @@
 
 import math
 import signal
+from types import SimpleNamespace
 
 import optuna
 import pytest
 import yaml
 from optuna.trial import TrialState
 
+from search import workers
 from search.cli import main
 from search.config import parse_config
 from search.data import load_split
 from search.errors import UsageError
 from search.runner import run_search
 from search.storage import open_storage
-from search.study import prepare_study
+from search.study import make_pruner, prepare_study
 from search.testing import make_cifar_folder, synthetic_images, tiny_raw, write_batch
 
-ATTRS = {"n_params", "epochs_run", "best_epoch", "seconds_per_epoch", "train_accuracy",
-         "val_accuracy", "train_loss", "val_loss", "seed"}
+ATTRS = {"n_params", "epochs_run", "best_epoch", "seconds_per_epoch", "last_train_accuracy",
+         "last_val_accuracy", "last_train_loss", "last_val_loss", "seed"}
 
 
 @pytest.fixture(autouse=True)
@@ -46,9 +48,10 @@ def test_trials_are_persisted_and_a_second_run_resumes(tmp_path, cifar_dir, sqli
         assert set(t.params) == {"l1", "l2", "dropout"}
         assert ATTRS <= set(t.user_attrs)
         assert t.user_attrs["n_params"] == 122_570 and t.user_attrs["epochs_run"] == 2
-        assert sorted(t.intermediate_values) == [0, 1]
+        assert sorted(t.intermediate_values) == [1, 2]  # epochs, counted as Keras prints them
         assert t.value == max(t.intermediate_values.values())
-        assert t.user_attrs["best_epoch"] - 1 == max(t.intermediate_values, key=t.intermediate_values.get)
+        assert t.user_attrs["best_epoch"] == max(t.intermediate_values, key=t.intermediate_values.get)
+        assert t.user_attrs["last_val_accuracy"] == t.intermediate_values[2]
     first = [(t.params, t.value, t.user_attrs) for t in trials]
 
     assert run_search(config, trials=2, storage_url=sqlite_url, data_dir=str(cifar_dir)) == 0
@@ -138,3 +141,39 @@ def test_seeds_differ_per_trial_and_are_recorded(tmp_path, cifar_dir, sqlite_url
     seeds = [t.user_attrs["seed"] for t in load(sqlite_url).trials]
     assert len(set(seeds)) == 2 and all(isinstance(s, int) for s in seeds)
     assert all(not math.isnan(t.user_attrs["seconds_per_epoch"]) for t in load(sqlite_url).trials)
+
+
+@pytest.mark.parametrize("pruner, first_pruned_epoch", [
+    ({"name": "median", "n_startup_trials": 1, "n_warmup_steps": 2}, 3),  # 2 warm-up epochs
+    ({"name": "successive_halving", "min_resource": 2, "reduction_factor": 2}, 2),  # after 2 epochs
+])
+def test_pruner_settings_count_epochs_as_the_trials_report_them(pruner, first_pruned_epoch):
+    setting = parse_config({"study_name": "p", "pruner": pruner}, "p").pruner
+    study = optuna.create_study(direction="maximize", pruner=make_pruner(setting, 6))
+    epochs = []
+    for value in (0.9, 0.1):  # a good trial, then a hopeless one
+        trial = study.ask()
+        for epoch in range(1, 7):  # as EpochPruningCallback reports
+            trial.report(value, epoch)
+            if trial.should_prune():
+                break
+        epochs.append(epoch)
+        study.tell(trial, value)
+    assert epochs == [6, first_pruned_epoch]
+
+
+def test_the_time_budget_starts_no_trial_after_it_and_says_so(tmp_path, cifar_dir, sqlite_url,
+                                                              monkeypatch, capsys):
+    readings = iter(range(0, 3600, 60))  # each reading of the budget's clock is a minute later
+    monkeypatch.setattr(workers, "time", SimpleNamespace(monotonic=lambda: float(next(readings))))
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_raw(tmp_path, training={"epochs": 1, "batch_size": 50})))
+    args = ["search", "--config", str(config), "--storage", sqlite_url, "--data-dir", str(cifar_dir),
+            "--workers", "1"]  # the fake clock is this process's
+    assert main([*args, "--trials", "5", "--timeout", "1.5"]) == 0  # set at 0, due at 90 s
+    assert [t.state for t in load(sqlite_url).trials] == [TrialState.COMPLETE]  # taken at 60 s only
+    out = capsys.readouterr().out
+    assert "ran 1 trials" in out
+    assert "the time budget (1.5 min) ended the search: no trial was started after it" in out
+    assert main([*args, "--trials", "1"]) == 0
+    assert "time budget" not in capsys.readouterr().out

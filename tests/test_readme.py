@@ -1,0 +1,165 @@
+"""Every command block of README.md, run as written, in order, on tiny synthetic data.
+
+The ``make`` lines run in a scratch folder that stands in for a fresh checkout: there, the
+configs in ``study_configs/`` keep their study names, search spaces, samplers and pruners but
+train 1 epoch on 100 / 50 synthetic images, and the default storage (``storage/optuna.db``),
+``exports/`` and ``reports/`` are the scratch folder's. What the test changes on a line, and why:
+
+- any ``DATA_DIR=...`` names the synthetic folder, as does the environment for lines without one
+  (the test cannot download CIFAR-10);
+- ``TRIALS`` above ``MAX_TRIALS`` becomes ``MAX_TRIALS``: the count changes nothing in the flow;
+- ``my-study`` (the README's placeholder) becomes ``MY_STUDY``, a study the lines before ran;
+- ``PORT`` is a free port (the environment's ``PORT``), ``make`` is told that ``.venv`` is set up.
+
+Every other command line must match one of ``NOT_RUN``, each with its reason.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+from search.testing import REPO, make_cifar_folder
+
+MAX_TRIALS = 3
+MY_STUDY = "cifar10-smoke"
+NOISE = ("absl", "cuInit", "oneDNN", "cudart", "I0000", "E0000", "W0000")  # TensorFlow's C++ lines
+NOT_RUN = {
+    "make test": "the test suite, which runs this test",
+    "make bench": "the benchmarks: about 12 minutes, not part of make test",
+    "db-host": "the PostgreSQL recipe: a database host and other machines",
+    "@db/": "a PostgreSQL server on another machine",
+    "sudo ": "root on the database host",
+    "echo 'db-host": "writes the user's ~/.pgpass",
+    "--host 0.0.0.0": "serves on every interface, on the default port another test may hold",
+    "python -m bench": "the benchmarks: minutes each",
+}
+
+
+def readme_lines() -> list[str]:
+    """The command lines of the ```bash and ```sh blocks, comments dropped, continuations joined."""
+    blocks = re.findall(r"^ *```(?:bash|sh)\n(.*?)^ *```", (REPO / "README.md").read_text(), re.S | re.M)
+    lines = []
+    for block in blocks:
+        for line in block.replace("\\\n", " ").splitlines():
+            command = line.split(" #", 1)[0].strip()
+            if command and not command.startswith("#"):
+                lines.append(command)
+    return lines
+
+
+def skipped(line: str) -> str | None:
+    return next((reason for key, reason in NOT_RUN.items() if key in line), None)
+
+
+def as_run(line: str, data: Path) -> list[str]:
+    words = shlex.split(line)
+    assert words[0] == "make", line
+    changed = []
+    for word in words[1:]:
+        name, assigns, value = word.partition("=")
+        if name == "DATA_DIR":
+            value = str(data)
+        elif name == "TRIALS":
+            value = str(min(int(value), MAX_TRIALS))
+        changed.append(f"{name}={value.replace('my-study', MY_STUDY)}" if assigns else word)
+    return ["make", "-f", str(REPO / "Makefile"), "-o", ".venv/.installed", f"PY={sys.executable}",
+            *changed]
+
+
+def tiny_configs(folder: Path) -> None:
+    (folder / "study_configs").mkdir()
+    for source in (REPO / "study_configs").glob("*.yaml"):
+        raw = yaml.safe_load(source.read_text())
+        raw["data"] = {**raw.get("data", {}), "train_size": 100, "val_size": 50}
+        raw["training"] = {**raw.get("training", {}), "epochs": 1, "batch_size": 50}
+        (folder / "study_configs" / source.name).write_text(yaml.safe_dump(raw))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve_until_it_answers(command: list[str], cwd: Path, env: dict, port: int) -> str:
+    """Start the dashboard, wait for its page, stop it (Ctrl-C); return what it printed."""
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert process.poll() is None, process.communicate()[0]
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/dashboard", timeout=5) as page:
+                    assert page.status == 200
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "the dashboard did not answer"
+                time.sleep(0.5)
+    finally:
+        os.killpg(process.pid, signal.SIGINT)
+        try:
+            output = process.communicate(timeout=30)[0]
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            output = process.communicate()[0]
+    return output
+
+
+def test_every_command_line_is_run_or_listed():
+    lines = readme_lines()
+    assert any(line.startswith("make search TRIALS=5 CONFIG=study_configs/smoke.yaml") for line in lines)
+    for line in lines:
+        assert line.startswith("make ") or skipped(line), f"README line neither run nor listed: {line}"
+    unused = [key for key in NOT_RUN if not any(key in line for line in lines)]
+    assert not unused, f"NOT_RUN entries that match no README line: {unused}"
+
+
+def test_the_readme_runs_as_written(tmp_path):
+    data = make_cifar_folder(tmp_path / "cifar-10-batches-py")
+    home = tmp_path / "checkout"
+    home.mkdir()
+    tiny_configs(home)
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "DATA_DIR": str(data), "PORT": str(port)}
+    for name in ("CONFIG", "STUDY", "STORAGE", "TRIALS", "WORKERS", "TIMEOUT", "TOP", "FULL", "VERBOSE"):
+        env.pop(name, None)
+    outputs: list[tuple[str, str]] = []
+    for line in readme_lines():
+        if skipped(line):
+            continue
+        command = as_run(line, data)
+        if line.split()[:2] == ["make", "dashboard"]:
+            output = serve_until_it_answers(command, home, env, port)
+        else:
+            result = subprocess.run(command, cwd=home, env=env, capture_output=True, text=True, timeout=900)
+            assert result.returncode == 0, f"{line}\n{result.stdout}\n{result.stderr}"
+            noise = [s for s in result.stderr.splitlines() if any(word in s for word in NOISE)]
+            assert not noise, f"{line}: TensorFlow's start-up lines on stderr: {noise}"
+            output = result.stdout + result.stderr
+        outputs.append((line, output))
+
+    # The opening flow acts on the study just run: the smoke study, the most recent of two.
+    flow = [i for i, (line, _) in enumerate(outputs) if "CONFIG=study_configs/smoke.yaml" in line][0]
+    after = {line.split()[1]: out for line, out in outputs[flow + 1: flow + 5]}
+    assert set(after) == {"dashboard", "export", "retrain", "report"}
+    picked = "study cifar10-smoke (the most recent of 2 in sqlite:///storage/optuna.db; STUDY=... picks another)"
+    assert picked in after["export"] and picked in after["retrain"]
+    assert "wrote exports/cifar10-smoke/best.yaml" in after["export"]
+    assert "test accuracy" in after["retrain"] and "the search's trial" in after["retrain"]
+    assert "wrote reports/cifar10-smoke.html" in after["report"]
+    assert "optuna-dashboard at http://127.0.0.1:" in after["dashboard"]
+    for path in ("exports/cifar10-smoke/model.keras", "exports/cifar10-regularization/best.yaml",
+                 "exports/cifar10-smoke/top.yaml", "reports/cifar10-regularization.html"):
+        assert (home / path).is_file(), path
