@@ -9,7 +9,8 @@ from pathlib import Path
 import optuna
 from optuna.artifacts import upload_artifact
 
-from search.storage import artifact_store
+from search.errors import one_line
+from search.storage import STORAGE_ERRORS, artifact_store
 
 
 def plot_curves(history: dict[str, list[float]], path: Path, title: str) -> None:
@@ -39,6 +40,16 @@ class TrialArtifacts:
         self.store = artifact_store(path)
 
     def __call__(self, trial: optuna.Trial, history: dict[str, list[float]]) -> None:
+        """Upload; if that fails (a full disk, a read-only folder), record why on the trial,
+        whose value stands. Only a failing study storage is raised."""
+        try:
+            self.upload(trial, history)
+        except STORAGE_ERRORS:
+            raise
+        except Exception as exc:
+            trial.set_user_attr("artifact_error", one_line(exc))
+
+    def upload(self, trial: optuna.Trial, history: dict[str, list[float]]) -> None:
         if not history:
             return
         with tempfile.TemporaryDirectory() as tmp:

@@ -1,11 +1,12 @@
-"""The command line: ``python -m search {search,worker,...}``; bad input exits 2 in one line."""
+"""The command line: ``python -m search {search,worker,...}``; errors are one line, with exit
+code 2 (bad input), 3 (storage failed) or 4 (trials kept failing)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from search.errors import UsageError
+from search.errors import SearchError, UsageError
 
 DEFAULT_CONFIG = "study_configs/cifar10.yaml"
 
@@ -15,14 +16,22 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _positive(text: str) -> int:
+def _integer(text: str, low: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    if value < low:
+        raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
     return value
+
+
+def _positive(text: str) -> int:
+    return _integer(text, 1)
+
+
+def _seed(text: str) -> int:
+    return _integer(text, 0)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -34,6 +43,8 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trials", type=_positive, default=20, help="trials to run in all (default 20)")
     p.add_argument("--workers", type=_positive, default=1, help="worker processes (default 1)")
     p.add_argument("--data-dir", help="local cifar-10-batches-py folder (default: Keras' cache)")
+    p.add_argument("--launch-seed", type=_seed, metavar="N",
+                   help="sample as the launch with this seed did (default: a fresh seed each run)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,7 +90,8 @@ def _search(args: argparse.Namespace) -> int:
     from search.runner import run_search
 
     config = load_config(args.config)
-    return run_search(config, args.trials, args.workers, args.storage, args.study, args.data_dir)
+    return run_search(config, args.trials, args.workers, args.storage, args.study, args.data_dir,
+                      args.launch_seed)
 
 
 def _worker(args: argparse.Namespace) -> int:
@@ -90,7 +102,8 @@ def _worker(args: argparse.Namespace) -> int:
     if not args.study:
         raise UsageError("worker needs --study (STUDY=...): the name of the study to join")
     config = stored_config(open_storage(args.storage, read_only=True), args.study)
-    return run_search(config, args.trials, args.workers, args.storage, args.study, args.data_dir)
+    return run_search(config, args.trials, args.workers, args.storage, args.study, args.data_dir,
+                      args.launch_seed)
 
 
 def _dashboard(args: argparse.Namespace) -> int:
@@ -144,6 +157,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except UsageError as exc:
+    except SearchError as exc:  # UsageError 2, StorageUnavailable 3, TrialsFailing 4
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code

@@ -1,4 +1,4 @@
-"""What a search shows while it runs: a progress bar and one line per finished trial."""
+"""What a search shows while it runs: a progress bar and one line per trial it finished."""
 
 from __future__ import annotations
 
@@ -8,13 +8,20 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
-from search.storage import UNREACHABLE
+from search.storage import STORAGE_ERRORS
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+NOTES = ("fail_reason", "artifact_error")
+
+
+def launched(trial: FrozenTrial, launch: int, first: int) -> bool:
+    """Whether ``trial`` was run by the command with seed ``launch`` that started at trial ``first``."""
+    return trial.number >= first and trial.user_attrs.get("launch") == launch
 
 
 def describe(trial: FrozenTrial) -> str:
-    """``trial 7 COMPLETE l1=1.2e-05 l2=3.4e-04 dropout=0.31 val_accuracy=0.6512 epochs=20 412.3s``"""
+    """``trial 7 COMPLETE l1=1.2e-05 l2=3.4e-04 dropout=0.31 val_accuracy=0.6512 epochs=20 412.3s``,
+    then why it failed or why its artifacts are missing, if so."""
     p = trial.params
     value = max(trial.intermediate_values.values(), default=float("nan"))
     seconds = (
@@ -27,14 +34,17 @@ def describe(trial: FrozenTrial) -> str:
         f"l1={p.get('l1', float('nan')):.2e} l2={p.get('l2', float('nan')):.2e} "
         f"dropout={p.get('dropout', float('nan')):.2f} val_accuracy={value:.4f} "
         f"epochs={trial.user_attrs.get('epochs_run', 0)} {seconds:.1f}s"
+        + "".join(f" {key}: {trial.user_attrs[key]}" for key in NOTES if key in trial.user_attrs)
     )
 
 
 class Monitor:
-    """Polls the study and reports trials numbered ``first`` and up as they finish."""
+    """Polls the study and reports the trials of this command (``launched``) as they finish."""
 
-    def __init__(self, study: optuna.Study, first: int, total: int | None, interval: float = 1.0):
-        self.study, self.first, self.interval = study, first, interval
+    def __init__(
+        self, study: optuna.Study, launch: int, first: int, total: int | None, interval: float = 1.0
+    ):
+        self.study, self.launch, self.first, self.interval = study, launch, first, interval
         self.seen: set[int] = set()
         self.bar = tqdm(total=total, unit="trial", desc=study.study_name, dynamic_ncols=True)
         self._done = threading.Event()
@@ -42,7 +52,7 @@ class Monitor:
 
     def poll(self) -> None:
         for trial in self.study.get_trials(deepcopy=False, states=FINISHED):
-            if trial.number >= self.first and trial.number not in self.seen:
+            if trial.number not in self.seen and launched(trial, self.launch, self.first):
                 self.seen.add(trial.number)
                 self.bar.write(describe(trial))
                 self.bar.update()
@@ -51,7 +61,7 @@ class Monitor:
         while not self._done.wait(self.interval):
             try:
                 self.poll()
-            except UNREACHABLE:  # the database is away; the workers retry
+            except STORAGE_ERRORS:  # the workers say what it is
                 pass
 
     def __enter__(self) -> Monitor:
@@ -61,5 +71,8 @@ class Monitor:
     def __exit__(self, *exc: object) -> None:
         self._done.set()
         self._thread.join()
-        self.poll()
+        try:
+            self.poll()
+        except STORAGE_ERRORS:
+            pass
         self.bar.close()

@@ -7,19 +7,22 @@ import time
 from collections import Counter
 
 import optuna
+from optuna.trial import FrozenTrial, TrialState
 
 from search.config import StudyConfig
 from search.dashboard import save_study_note
 from search.data import load_split
-from search.progress import Monitor
-from search.storage import StudyStorage, open_storage
+from search.errors import SearchError, StorageUnavailable, UsageError
+from search.faults import storage_failures
+from search.progress import Monitor, launched
+from search.storage import StudyStorage, artifact_store, open_storage
 from search.study import prepare_study
 from search.workers import (
     EXIT_INTERRUPTED,
     Budget,
     WorkerSpec,
     clean_stop,
-    launch_id,
+    launch_seed,
     place_workers,
     run_worker,
     run_workers,
@@ -29,21 +32,32 @@ from search.workers import (
 )
 
 
+def _best(trials: list[FrozenTrial]) -> FrozenTrial | None:
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    return max(complete, key=lambda t: t.value) if complete else None
+
+
+def _told(trial: FrozenTrial) -> str:
+    params = ", ".join(f"{k}={v:.3g}" for k, v in trial.params.items())
+    return f"trial {trial.number}, val_accuracy {trial.value:.4f} ({params})"
+
+
 def summary(
-    study: optuna.Study, first: int, storage: StudyStorage, seconds: float, codes: list[int]
+    study: optuna.Study, spec: WorkerSpec, first: int, storage: StudyStorage, seconds: float,
+    codes: list[int],
 ) -> str:
-    trials = [t for t in study.get_trials(deepcopy=False) if t.number >= first]
+    """What this command did: its own trials only (``launched``), then where the study stands."""
+    everything = study.get_trials(deepcopy=False)
+    trials = [t for t in everything if launched(t, spec.launch, first)]
     states = Counter(t.state.name for t in trials)
     lines = [
         f"ran {len(trials)} trials in {seconds / 60:.1f} min: "
         + ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items()))
     ]
-    try:
-        best = study.best_trial
-        params = ", ".join(f"{k}={v:.3g}" for k, v in best.params.items())
-        lines.append(f"best: trial {best.number}, val_accuracy {best.value:.4f} ({params})")
-    except ValueError:
-        lines.append("best: no complete trial yet")
+    best, study_best = _best(trials), _best(everything)
+    lines.append(f"best: {_told(best)}" if best else "best: no complete trial yet")
+    if study_best and (best is None or study_best.value > best.value):
+        lines.append(f"study's best: {_told(study_best)}")
     if signame := stop_requested():
         lines.append(f"stopped by {signame}: no new trials were started")
     for index, code in enumerate(codes):
@@ -53,8 +67,11 @@ def summary(
                 "RUNNING until its heartbeat is stale, then a worker fails and retries it"
             )
     lines.append(
-        f"storage: {storage.masked} "
-        f"(study {study.study_name!r}, {len(study.trials)} trials in all)"
+        f"launch seed {spec.launch}: on each of its trials as user attr launch; "
+        f"--launch-seed {spec.launch} samples as it did"
+    )
+    lines.append(
+        f"storage: {storage.masked} (study {study.study_name!r}, {len(everything)} trials in all)"
     )
     return "\n".join(lines)
 
@@ -66,23 +83,42 @@ def run_search(
     storage_url: str | None = None,
     study_name: str | None = None,
     data_dir: str | None = None,
+    replay: int | None = None,
 ) -> int:
-    """Run ``trials`` trials in all over ``workers`` processes; return the exit code."""
+    """Run ``trials`` trials in all over ``workers`` processes; return the exit code.
+
+    ``replay``: the launch seed of an earlier command, to sample as it did (``--launch-seed``).
+    """
     split = load_split(data_dir, config.data)  # bad data stops us before storage is touched
+    try:
+        artifact_store(config.storage.artifacts)
+    except OSError as exc:  # a file in the way, say; an artifact lost later is only recorded
+        raise UsageError(f"storage.artifacts {exc.filename}: cannot create ({exc.strerror})") from None
     storage = open_storage(storage_url, config.storage)
-    study, created = prepare_study(config, storage, study_name, split.fingerprint)
-    if created:
-        save_study_note(study, config.model_copy(update={"study_name": study.study_name}))
-    first, start = len(study.trials), time.monotonic()
-    spec = WorkerSpec(config, storage_url, study.study_name, data_dir, launch=launch_id(first))
-    budget = Budget(trials)
-    with Monitor(study, first, trials):
+    with storage_failures(storage):
+        study, created = prepare_study(config, storage, study_name, split.fingerprint)
+        if created:
+            save_study_note(study, config.model_copy(update={"study_name": study.study_name}))
+        first, start = len(study.trials), time.monotonic()
+    spec = WorkerSpec(config, storage_url, study.study_name, data_dir, launch=launch_seed(replay))
+    budget, error = Budget(trials), None
+    with Monitor(study, spec.launch, first, trials):
         if workers == 1:
             (spec,) = place_workers(spec, 1, visible_gpus(), usable_cores())
-            with clean_stop():
-                codes = [run_worker(spec, budget, split, storage)]
+            try:
+                with clean_stop():
+                    codes = [run_worker(spec, budget, split, storage)]
+            except SearchError as exc:  # told after the summary, as the last line
+                error, codes = exc, [exc.exit_code]
         else:
             del split
-            codes = run_workers(spec, workers, budget)
-    print(summary(study, first, storage, time.monotonic() - start, codes))
+            codes = run_workers(spec, workers, budget)  # each worker tells its own error
+    try:
+        with storage_failures(storage):
+            print(summary(study, spec, first, storage, time.monotonic() - start, codes))
+    except StorageUnavailable:
+        if error is None and StorageUnavailable.exit_code not in codes:  # else it is told already
+            raise
+    if error is not None:
+        raise error
     return max(codes)
