@@ -24,7 +24,8 @@ LOSS_TITLE = "loss: cross-entropy + this trial's L1/L2 penalty"
 
 logger = logging.getLogger(__name__)
 
-from search.storage import artifact_store
+from search.errors import one_line
+from search.storage import STORAGE_ERRORS, artifact_store
 
 
 def describe(params: dict[str, float]) -> str:
@@ -119,6 +120,16 @@ class TrialArtifacts:
         self.store = artifact_store(path)
 
     def __call__(self, trial: optuna.Trial, history: dict[str, list[float]]) -> None:
+        """Upload; if that fails (a full disk, a read-only folder), record why on the trial,
+        whose value stands. Only a failing study storage is raised."""
+        try:
+            self.upload(trial, history)
+        except STORAGE_ERRORS:
+            raise
+        except Exception as exc:
+            trial.set_user_attr("artifact_error", one_line(exc))
+
+    def upload(self, trial: optuna.Trial, history: dict[str, list[float]]) -> None:
         if not history:
             return
         with tempfile.TemporaryDirectory() as tmp:

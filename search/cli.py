@@ -1,4 +1,5 @@
-"""The command line: ``python -m search {search,worker,...}``; bad input exits 2 in one line.
+"""The command line: ``python -m search {search,worker,...}``; errors are one line, with exit
+code 2 (bad input), 3 (storage failed) or 4 (trials kept failing).
 
 Every option that takes a value can also come from the environment, ``SEARCH_<OPTION>``
 (``SEARCH_STORAGE``, ``SEARCH_DATA_DIR``, ...), which the flag overrides: how ``make`` passes
@@ -12,7 +13,7 @@ import math
 import os
 import sys
 
-from search.errors import UsageError
+from search.errors import SearchError, UsageError
 from search.names import check_name
 from search.quiet import set_verbosity
 
@@ -25,14 +26,22 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _positive(text: str) -> int:
+def _integer(text: str, low: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    if value < low:
+        raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
     return value
+
+
+def _positive(text: str) -> int:
+    return _integer(text, 1)
+
+
+def _seed(text: str) -> int:
+    return _integer(text, 0)
 
 
 def _name(text: str) -> str:
@@ -95,6 +104,8 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=_minutes, metavar="MINUTES",
                    help="start no trial after this many minutes; running ones finish (default: none)")
     p.add_argument("--data-dir", help="local cifar-10-batches-py folder (default: Keras' cache)")
+    p.add_argument("--launch-seed", type=_seed, metavar="N",
+                   help="sample as the launch with this seed did (default: a fresh seed each run)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -188,7 +199,7 @@ def _search(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     return run_search(config, args.trials, args.workers, args.storage, args.study, args.data_dir,
-                      args.timeout)
+                      args.timeout, args.launch_seed)
 
 
 def _worker(args: argparse.Namespace) -> int:
@@ -201,7 +212,7 @@ def _worker(args: argparse.Namespace) -> int:
     storage = open_storage(args.storage, read_only=True)
     config = load_config(args.config) if args.config else stored_config(storage, name)
     return run_search(config, args.trials, args.workers, args.storage, name, args.data_dir,
-                      args.timeout)
+                      args.timeout, args.launch_seed)
 
 
 def _dashboard(args: argparse.Namespace) -> int:
@@ -272,6 +283,6 @@ def main(argv: list[str] | None = None) -> int:
     set_verbosity(args.verbose)  # before anything loads TensorFlow
     try:
         return COMMANDS[args.command](args)
-    except UsageError as exc:
+    except SearchError as exc:  # UsageError 2, StorageUnavailable 3, TrialsFailing 4
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code

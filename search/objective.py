@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any, Callable
 
 import keras
@@ -99,7 +100,13 @@ class Objective:
             for key, value in summarize(history.history, timer.seconds).items():
                 trial.set_user_attr(key, value)
             if self.on_trial_end is not None:
-                self.on_trial_end(trial, history.history)
+                failing = sys.exception()  # what training raised, if anything: it must stay seen
+                try:
+                    self.on_trial_end(trial, history.history)
+                except Exception as exc:
+                    if failing is None:
+                        raise
+                    failing.add_note(f"and then the trial-end hook failed: {exc!r}")
 
         losses = history.history.get("loss", [])
         if not losses or not math.isfinite(losses[-1]):

@@ -1,4 +1,5 @@
-"""What a search shows while it runs, read from the storage (so every worker's trials show).
+"""What a search shows while it runs, read from the storage: this command's trials, whichever
+worker ran them (``launched``).
 
 In a terminal: a progress bar whose ETA is followed by the best value so far and the running
 trials' epoch and last validation accuracy, and one line per finished trial. Elsewhere (a log
@@ -17,16 +18,24 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
-from search.storage import UNREACHABLE
+from search.storage import STORAGE_ERRORS
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 STATUS_EVERY = 300.0  # seconds between status lines when the output is not a terminal
 # The text first and the bar in the space left, so that an 80-column terminal shows the text.
 BAR = "{n_fmt}/{total_fmt} trials [{elapsed}<{remaining}{postfix}] {bar}"
+NOTES = ("fail_reason", "artifact_error")
+
+
+def launched(trial: FrozenTrial, launch: int | None, first: int) -> bool:
+    """Whether ``trial`` was run by the command with seed ``launch`` (None: any) that started at
+    trial ``first``."""
+    return trial.number >= first and launch in (None, trial.user_attrs.get("launch"))
 
 
 def describe(trial: FrozenTrial) -> str:
-    """``trial 7 COMPLETE l1=1.2e-05 l2=3.4e-04 dropout=0.31 val_accuracy=0.6512 epochs=20 412.3s``"""
+    """``trial 7 COMPLETE l1=1.2e-05 l2=3.4e-04 dropout=0.31 val_accuracy=0.6512 epochs=20 412.3s``,
+    then why it failed or why its artifacts are missing, if so."""
     p = trial.params
     value = max(trial.intermediate_values.values(), default=float("nan"))
     seconds = (
@@ -39,6 +48,7 @@ def describe(trial: FrozenTrial) -> str:
         f"l1={p.get('l1', float('nan')):.2e} l2={p.get('l2', float('nan')):.2e} "
         f"dropout={p.get('dropout', float('nan')):.2f} val_accuracy={value:.4f} "
         f"epochs={trial.user_attrs.get('epochs_run', 0)} {seconds:.1f}s"
+        + "".join(f" {key}: {trial.user_attrs[key]}" for key in NOTES if key in trial.user_attrs)
     )
 
 
@@ -51,8 +61,8 @@ def running(trial: FrozenTrial, epochs: int) -> str:
     return f"trial {trial.number} epoch {min(last + 1, epochs)}/{epochs} val {values[last]:.4f}"
 
 
-def status(trials: list[FrozenTrial], first: int, epochs: int) -> str:
-    """The best trial so far and this command's running trials, in one short line."""
+def status(trials: list[FrozenTrial], epochs: int) -> str:
+    """The best of ``trials`` so far and those of them running, in one short line."""
     values = {
         t.number: t.value for t in trials if t.state == TrialState.COMPLETE and math.isfinite(t.value)
     }
@@ -60,12 +70,12 @@ def status(trials: list[FrozenTrial], first: int, epochs: int) -> str:
     if values:
         best = max(values, key=values.__getitem__)
         parts.append(f"best {values[best]:.4f} (trial {best})")
-    parts += [running(t, epochs) for t in trials if t.state == TrialState.RUNNING and t.number >= first]
+    parts += [running(t, epochs) for t in trials if t.state == TrialState.RUNNING]
     return "; ".join(parts)
 
 
 class Monitor:
-    """Polls the study every ``interval`` s and reports trials numbered ``first`` and up."""
+    """Polls the study every ``interval`` s and reports this command's trials (``launched``)."""
 
     def __init__(
         self,
@@ -76,8 +86,10 @@ class Monitor:
         interval: float = 1.0,
         status_every: float = STATUS_EVERY,
         file: TextIO | None = None,
+        launch: int | None = None,
     ):
         self.study, self.first, self.total, self.epochs = study, first, total, epochs
+        self.launch = launch
         self.interval, self.status_every = interval, status_every
         self.file = file or sys.stdout
         self.seen: set[int] = set()
@@ -107,15 +119,14 @@ class Monitor:
         return f"{line}; {now}" if now else line
 
     def poll(self) -> None:
-        trials = self.study.get_trials(deepcopy=False)
+        trials = [t for t in self.study.get_trials(deepcopy=False) if launched(t, self.launch, self.first)]
         for trial in trials:
-            new = trial.number >= self.first and trial.number not in self.seen
-            if new and trial.state in FINISHED:
+            if trial.number not in self.seen and trial.state in FINISHED:
                 self.seen.add(trial.number)
                 self._line(describe(trial))
                 if self.bar is not None:
                     self.bar.update()
-        now = status(trials, self.first, self.epochs)
+        now = status(trials, self.epochs)
         if self.bar is not None:
             self.bar.set_postfix_str(now)
         elif time.monotonic() - self.last_status >= self.status_every:
@@ -126,7 +137,7 @@ class Monitor:
         while not self._done.wait(self.interval):
             try:
                 self.poll()
-            except UNREACHABLE:  # the database is away; the workers retry
+            except STORAGE_ERRORS:  # the workers say what it is
                 pass
 
     def __enter__(self) -> Monitor:
@@ -136,6 +147,9 @@ class Monitor:
     def __exit__(self, *exc: object) -> None:
         self._done.set()
         self._thread.join()
-        self.poll()
+        try:
+            self.poll()
+        except STORAGE_ERRORS:
+            pass
         if self.bar is not None:
             self.bar.close()

@@ -7,22 +7,24 @@ import time
 from collections import Counter
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from search.compare import outcome_lines, shown_params
 from search.config import StudyConfig
 from search.dashboard import save_study_note
 from search.data import load_split
+from search.errors import SearchError, StorageUnavailable
+from search.faults import storage_failures
 from search.layout import available_memory, plan_workers, worker_bytes
-from search.progress import Monitor
-from search.storage import StudyStorage, open_storage
+from search.progress import Monitor, launched
+from search.storage import StudyStorage, check_artifact_folder, open_storage
 from search.study import prepare_study
 from search.workers import (
     EXIT_INTERRUPTED,
     Budget,
     WorkerSpec,
     clean_stop,
-    launch_id,
+    launch_seed,
     place_workers,
     run_worker,
     run_workers,
@@ -32,26 +34,36 @@ from search.workers import (
 )
 
 
+def _best(trials: list[FrozenTrial]) -> FrozenTrial | None:
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    return max(complete, key=lambda t: t.value) if complete else None
+
+
+def _told(trial: FrozenTrial) -> str:
+    return f"trial {trial.number}, val_accuracy {trial.value:.4f} ({shown_params(trial)})"
+
+
 def summary(
     study: optuna.Study,
+    spec: WorkerSpec,
     first: int,
     storage: StudyStorage,
     seconds: float,
     codes: list[int],
     budget: Budget | None = None,
 ) -> str:
-    started = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-    trials = [t for t in study.get_trials(deepcopy=False, states=started) if t.number >= first]
+    """What this command did: its own trials only (``launched``), then where the study stands."""
+    everything = study.get_trials(deepcopy=False)
+    trials = [t for t in everything if launched(t, spec.launch, first) and t.state != TrialState.WAITING]
     states = Counter(t.state.name for t in trials)
     lines = [
         f"ran {len(trials)} trials in {seconds / 60:.1f} min: "
         + ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items()))
     ]
-    try:
-        best = study.best_trial
-        lines.append(f"best: trial {best.number}, val_accuracy {best.value:.4f} ({shown_params(best)})")
-    except ValueError:
-        lines.append("best: no complete trial yet")
+    best, study_best = _best(trials), _best(everything)
+    lines.append(f"best: {_told(best)}" if best else "best: no complete trial yet")
+    if study_best and (best is None or study_best.value > best.value):
+        lines.append(f"study's best: {_told(study_best)}")
     lines += outcome_lines(study, storage)
     if signame := stop_requested():
         lines.append(f"stopped by {signame}: no new trials were started")
@@ -67,8 +79,11 @@ def summary(
                 "RUNNING until its heartbeat is stale, then a worker fails and retries it"
             )
     lines.append(
-        f"storage: {storage.masked} "
-        f"(study {study.study_name!r}, {len(study.trials)} trials in all)"
+        f"launch seed {spec.launch}: on each of its trials as user attr launch; "
+        f"--launch-seed {spec.launch} samples as it did"
+    )
+    lines.append(
+        f"storage: {storage.masked} (study {study.study_name!r}, {len(everything)} trials in all)"
     )
     return "\n".join(lines)
 
@@ -81,34 +96,48 @@ def run_search(
     study_name: str | None = None,
     data_dir: str | None = None,
     timeout: float | None = None,
+    replay: int | None = None,
 ) -> int:
     """Run ``trials`` trials in all over ``workers`` processes (None: auto); return the exit code.
 
     The number is capped at the trials and at what memory holds (``search.layout``). With
     ``timeout`` (minutes), no trial starts after that time; the running ones finish.
+    ``replay``: the launch seed of an earlier command, to sample as it did (``--launch-seed``).
     """
     split = load_split(data_dir, config.data)  # bad data stops us before storage is touched
+    check_artifact_folder(config.storage.artifacts)  # an artifact lost later is only recorded
     storage = open_storage(storage_url, config.storage)
-    study, created = prepare_study(config, storage, study_name, split.fingerprint)
-    if created:
-        save_study_note(study, config.model_copy(update={"study_name": study.study_name}), storage)
-    # this command's trials: from the first one queued (a baseline, confirmation runs) or new
-    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-    first, start = min((t.number for t in waiting), default=len(study.trials)), time.monotonic()
-    spec = WorkerSpec(config, storage_url, study.study_name, data_dir, launch=launch_id(len(study.trials)))
-    budget = Budget(trials, None if timeout is None else timeout * 60)
+    with storage_failures(storage):
+        study, created = prepare_study(config, storage, study_name, split.fingerprint)
+        config = config.model_copy(update={"study_name": study.study_name})
+        if created:
+            save_study_note(study, config, storage)
+        # this command's trials: from the first one queued (a baseline, confirmation runs) or new
+        waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        first, start = min((t.number for t in waiting), default=len(study.trials)), time.monotonic()
+    spec = WorkerSpec(config, storage_url, study.study_name, data_dir, launch=launch_seed(replay))
+    budget, error = Budget(trials, None if timeout is None else timeout * 60), None
     plan = plan_workers(workers, trials, usable_cores(), len(visible_gpus()), available_memory(),
                         worker_bytes(config.data))
     print(plan, flush=True)
-    with Monitor(study, first, trials, config.training.epochs):
+    with Monitor(study, first, trials, config.training.epochs, launch=spec.launch):
         if plan.workers == 1:
             (spec,) = place_workers(spec, 1, visible_gpus(), usable_cores())
-            with clean_stop():
-                codes = [run_worker(spec, budget, split, storage)]
+            try:
+                with clean_stop():
+                    codes = [run_worker(spec, budget, split, storage)]
+            except SearchError as exc:  # told after the summary, as the last line
+                error, codes = exc, [exc.exit_code]
         else:
             del split
-            codes = run_workers(spec, plan.workers, budget)
-    print(summary(study, first, storage, time.monotonic() - start, codes, budget))
-    # the note again, with what the search has found so far
-    save_study_note(study, config.model_copy(update={"study_name": study.study_name}), storage)
+            codes = run_workers(spec, plan.workers, budget)  # each worker tells its own error
+    try:
+        with storage_failures(storage):
+            print(summary(study, spec, first, storage, time.monotonic() - start, codes, budget))
+            save_study_note(study, config, storage)  # again, with what the search found so far
+    except StorageUnavailable:
+        if error is None and StorageUnavailable.exit_code not in codes:  # else it is told already
+            raise
+    if error is not None:
+        raise error
     return max(codes)

@@ -3,6 +3,7 @@ and the artifact store beside it."""
 
 from __future__ import annotations
 
+import os
 import re
 import time
 import warnings
@@ -17,12 +18,12 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 
 from search.config import Storage
-from search.errors import UsageError
+from search.errors import StorageUnavailable, UsageError
 
 DEFAULT_URL = "sqlite:///storage/optuna.db"
 RECONNECT_SECONDS = 60.0
-# A database that is away: the driver's error, or Optuna's wrapping of it.
-UNREACHABLE = (sqlalchemy.exc.OperationalError, optuna.exceptions.StorageInternalError)
+# What a failing storage raises: the driver's error, Optuna's wrapping of it, or our own.
+STORAGE_ERRORS = (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError, StorageUnavailable)
 # A bare dialect means SQLAlchemy's default driver (psycopg2, mysqlclient), which we don't ship.
 INSTALLED_DRIVERS = {"postgresql": "psycopg", "mysql": "pymysql", "mariadb": "pymysql"}
 
@@ -121,6 +122,16 @@ class StudyStorage:
             raise UsageError(f"no study named {study_name!r} in {self.masked}") from None
 
 
+def check_artifact_folder(path: str | Path) -> None:
+    """That the artifact folder exists or can be made, without making it (nothing is written yet)."""
+    folder = Path(path).absolute()
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        raise UsageError(f"storage.artifacts {path}: cannot create (Not a directory)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"storage.artifacts {path}: cannot create (Permission denied)")
+
+
 def artifact_store(path: str | Path) -> FileSystemArtifactStore:
     """The folder where trials' files (curves, histories) live, as Optuna's artifact store."""
     Path(path).mkdir(parents=True, exist_ok=True)
@@ -136,12 +147,25 @@ def _engine_kwargs(url: URL) -> dict:
     return kwargs
 
 
-def _wal(dbapi_connection: object, record: object) -> None:
+def _sqlite_connect(dbapi_connection: object, record: object) -> None:
+    """WAL: readers don't wait for the writer. And no implicit transactions (``_begin`` opens them)."""
     dbapi_connection.execute("PRAGMA journal_mode=WAL")  # type: ignore[attr-defined]
+    dbapi_connection.isolation_level = None  # type: ignore[attr-defined]
 
 
-def _retry_connects(engine: sqlalchemy.Engine) -> None:
-    """Reconnect with backoff for up to ``RECONNECT_SECONDS`` when the server goes away."""
+def _begin(connection: sqlalchemy.Connection) -> None:
+    """Every transaction takes the write lock first (waiting up to the busy timeout for it).
+
+    Python's sqlite3 starts a transaction only at the first write, so a read-then-write, such as
+    Optuna taking a queued trial (WAITING -> RUNNING), read a snapshot that another worker could
+    change before the write: two workers then ran the same queued trial.
+    """
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _retry_connects(engine: sqlalchemy.Engine, url: str) -> None:
+    """Reconnect with backoff for up to ``RECONNECT_SECONDS`` when the server goes away; then
+    raise ``StorageUnavailable``, which says so."""
 
     @event.listens_for(engine, "do_connect")
     def connect(dialect, conn_rec, cargs, cparams):  # type: ignore[no-untyped-def]
@@ -149,9 +173,12 @@ def _retry_connects(engine: sqlalchemy.Engine) -> None:
         while True:
             try:
                 return dialect.loaded_dbapi.connect(*cargs, **cparams)
-            except dialect.loaded_dbapi.OperationalError:
+            except dialect.loaded_dbapi.OperationalError as exc:
                 if time.monotonic() + delay > deadline:
-                    raise
+                    raise StorageUnavailable(
+                        f"STORAGE {mask(url)}: database unreachable for {RECONNECT_SECONDS:.0f}s, "
+                        f"stopping ({_reason(exc, url)})"
+                    ) from exc
                 time.sleep(delay)
                 delay = min(delay * 2, 8.0)
 
@@ -172,6 +199,33 @@ def _check_sqlite_file(parsed: URL, shown: str, read_only: bool, default: bool) 
         database.parent.mkdir(parents=True, exist_ok=True)
     elif not database.parent.is_dir():
         raise UsageError(f"STORAGE {shown}: folder {database.parent} does not exist")
+
+
+def _rdb_storage(rendered: str, parsed: URL, settings: Storage, read_only: bool) -> optuna.storages.RDBStorage:
+    """Optuna's storage on the URL. Of commands creating its tables at the same moment, those that
+    lose the race ("already exists", a duplicate version stamp) try again and find them made."""
+
+    def create() -> optuna.storages.RDBStorage:
+        with warnings.catch_warnings():  # heartbeats are marked experimental since Optuna 2.8
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                rendered,
+                engine_kwargs=_engine_kwargs(parsed),
+                heartbeat_interval=settings.heartbeat_interval,
+                grace_period=settings.grace_period,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                    max_retry=settings.max_retry
+                ),
+                skip_table_creation=read_only,
+            )
+
+    for _ in range(2):
+        try:
+            return create()
+        except sqlalchemy.exc.SQLAlchemyError as exc:
+            if not any(race in str(exc).lower() for race in ("already exists", "duplicate", "unique")):
+                raise
+    return create()
 
 
 def open_storage(
@@ -197,22 +251,12 @@ def open_storage(
     try:
         if read_only and not _has_tables(rendered, parsed):
             raise UsageError(f"STORAGE {shown}: holds no studies (run a search first)")
-        with warnings.catch_warnings():  # heartbeats are marked experimental since Optuna 2.8
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            rdb = optuna.storages.RDBStorage(
-                rendered,
-                engine_kwargs=_engine_kwargs(parsed),
-                heartbeat_interval=settings.heartbeat_interval,
-                grace_period=settings.grace_period,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                    max_retry=settings.max_retry
-                ),
-                skip_table_creation=read_only,
-            )
+        rdb = _rdb_storage(rendered, parsed, settings, read_only)
     except sqlalchemy.exc.SQLAlchemyError as exc:
         raise UsageError(f"STORAGE {shown}: cannot open ({_reason(exc, url)})") from None
-    if parsed.get_backend_name() == "sqlite":  # WAL: readers don't wait for the writer
-        event.listen(rdb.engine, "connect", _wal)
-        rdb.engine.dispose()  # so that every pooled connection is opened in WAL mode
-    _retry_connects(rdb.engine)
+    if parsed.get_backend_name() == "sqlite":
+        event.listen(rdb.engine, "connect", _sqlite_connect)
+        event.listen(rdb.engine, "begin", _begin)
+        rdb.engine.dispose()  # so that every pooled connection is opened this way
+    _retry_connects(rdb.engine, url)
     return StudyStorage(url, rdb, read_only)

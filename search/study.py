@@ -103,7 +103,7 @@ def _stored_fingerprint(study: optuna.Study) -> dict[str, Any]:
     deadline = time.monotonic() + DEFINITION_WAIT_SECONDS
     while (stored := study.user_attrs.get("fingerprint")) is None and time.monotonic() < deadline:
         time.sleep(0.2)
-    if stored is None or study.direction != StudyDirection.MAXIMIZE:
+    if stored is None or study.directions != [StudyDirection.MAXIMIZE]:  # not multi-objective either
         raise UsageError(
             f"study {study.study_name!r} was not created by this tool (no recorded definition); "
             "use another STUDY name"

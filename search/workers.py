@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import gc
-import logging
 import multiprocessing as mp
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -13,7 +13,6 @@ import subprocess
 import sys
 import threading
 import time
-import zlib
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
@@ -21,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from search.config import StudyConfig
 from search.data import Split, load_split
-from search.errors import Interrupted, UsageError
+from search.errors import Interrupted, SearchError
 from search.layout import threads_per_worker
 
 if TYPE_CHECKING:
@@ -33,24 +32,27 @@ EXIT_INTERRUPTED = 130
 CONTEXT = mp.get_context("forkserver")
 CONTEXT.set_forkserver_preload(["search._preload"])
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+MAX_FAILURES_IN_A_ROW = 3  # failed trials, over all the workers of a command, that stop it
 
 
 class Budget:
-    """Trials left for the workers of one command, shared across processes: exact, no overshoot.
+    """Trials left for the workers of one command, shared across processes: exact, no overshoot;
+    none once ``max_failures`` trials in a row have failed, nor once ``seconds`` have passed (as
+    Optuna's ``timeout``: running trials finish)."""
 
-    With ``seconds``, no trial starts once that time has passed (as Optuna's ``timeout``);
-    running trials finish.
-    """
-
-    def __init__(self, trials: int | None, seconds: float | None = None):
+    def __init__(
+        self, trials: int | None, seconds: float | None = None, max_failures: int = MAX_FAILURES_IN_A_ROW
+    ):
         self._left = CONTEXT.Value("q", -1 if trials is None else trials)
+        self._failures = CONTEXT.Value("q", 0)
         self._expired = CONTEXT.Value("b", 0, lock=False)
+        self.max_failures = max_failures
         self.seconds = seconds
         self._deadline = None if seconds is None else time.monotonic() + seconds
 
     def take(self) -> bool:
         with self._left.get_lock():
-            if self._left.value == 0:
+            if self._left.value == 0 or self._failures.value >= self.max_failures:
                 return False
             if self._deadline is not None and time.monotonic() >= self._deadline:
                 self._expired.value = 1
@@ -63,6 +65,12 @@ class Budget:
     def expired(self) -> bool:
         """Whether the time budget stopped a trial from starting."""
         return bool(self._expired.value)
+
+    def record(self, failed: bool) -> int:
+        """Count a finished trial; return how many in a row have failed now."""
+        with self._failures.get_lock():
+            self._failures.value = self._failures.value + 1 if failed else 0
+            return self._failures.value
 
 
 _stop_signal: str | None = None
@@ -111,7 +119,7 @@ class WorkerSpec:
     storage_url: str | None
     study_name: str
     data_dir: str | None
-    launch: int = 0  # tells this command's workers from those of other commands and machines
+    launch: int = 0  # this command's seed (``launch_seed``), recorded on its trials as ``launch``
     index: int = 0
     gpu: str | None = None
     threads: int | None = None
@@ -124,20 +132,11 @@ class WorkerSpec:
         return f"CPU, {self.threads} thread{'s' * (self.threads != 1)}" if self.threads else "CPU, all cores"
 
 
-def launch_id(trials_before: int) -> int:
-    """This machine and the study's trial count at start, mixed into the workers' sampler seeds.
-
-    Reproducible (a rerun of the same command on the same history samples the same points),
-    yet distinct for other machines and for a resumed study, which must not replay its points.
-    """
-    return zlib.crc32(f"{socket.gethostname()}:{trials_before}".encode())
-
-
-def _without_stop_traceback(record: logging.LogRecord) -> bool:
-    """Optuna's "trial failed" warning, without a traceback when the failure is a requested stop."""
-    if record.exc_info and isinstance(record.exc_info[1], Interrupted):
-        record.exc_info = None
-    return True
+def launch_seed(replay: int | None = None) -> int:
+    """Fresh entropy for one command, mixed with the study seed into its workers' sampler seeds:
+    commands started at the same moment (a job array, two hosts with one name) never sample the
+    same points. ``replay`` (``--launch-seed``) takes a recorded one again, to reproduce a launch."""
+    return secrets.randbits(32) if replay is None else replay
 
 
 def run_worker(
@@ -154,8 +153,9 @@ def run_worker(
     import tensorflow as tf
 
     from search.artifacts import TrialArtifacts
+    from search.faults import GuardedObjective, TrialFailed, storage_failures, told_briefly
     from search.objective import Objective
-    from search.storage import RECONNECT_SECONDS, UNREACHABLE, open_storage
+    from search.storage import open_storage
     from search.study import make_pruner, make_sampler
     from search.training import derive_seed
 
@@ -165,37 +165,32 @@ def run_worker(
     for gpu in tf.config.list_physical_devices("GPU"):  # workers sharing a GPU share its memory
         tf.config.experimental.set_memory_growth(gpu, True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    logging.getLogger("optuna.study._optimize").addFilter(_without_stop_traceback)
     config = spec.config
     split = split or load_split(spec.data_dir, config.data)
     storage = storage or open_storage(spec.storage_url, config.storage)
+    told_briefly(storage)
     study = storage.load(spec.study_name)
     sampler_seed = derive_seed(config.seed, spec.launch, spec.index)  # distinct for every worker
     study.sampler = make_sampler(config.sampler, sampler_seed)
     study.pruner = make_pruner(config.pruner, config.training.epochs)
-    objective = Objective(
-        config,
-        split,
-        attrs={"worker": spec.index, "sampler_seed": sampler_seed, "host": socket.gethostname(),
-               "pid": os.getpid(), "device": spec.device},
-        on_trial_end=TrialArtifacts(config.storage.artifacts),
-        should_stop=stop_requested,
+    objective = GuardedObjective(
+        Objective(config, split, on_trial_end=TrialArtifacts(config.storage.artifacts),
+                  should_stop=stop_requested),
+        {"launch": spec.launch, "worker": spec.index, "sampler_seed": sampler_seed,
+         "host": socket.gethostname(), "pid": os.getpid(), "device": spec.device},
+        budget.record,
     )
     # TensorFlow, Keras and the data are here for good: exempt them from the collections that
     # every trial runs (clear_session, gc_after_trial), which then take ms, not 0.2 s.
     gc.collect()
     gc.freeze()
     try:
-        while not stop_requested() and budget.take():
-            study.optimize(objective, n_trials=1, gc_after_trial=True)
+        with storage_failures(storage):
+            while not stop_requested() and budget.take():
+                study.optimize(objective, n_trials=1, gc_after_trial=True, catch=(TrialFailed,))
+                objective.check(budget.max_failures)
     except Interrupted:
         pass
-    except UNREACHABLE as exc:
-        raise UsageError(
-            f"STORAGE {storage.masked}: database unreachable for {RECONNECT_SECONDS:.0f}s, "
-            f"stopping; the running trial is retried once it is back "
-            f"({storage.reason(exc.__cause__ or exc)})"
-        ) from None
     return EXIT_INTERRUPTED if stop_requested() else 0
 
 
@@ -207,9 +202,9 @@ def _worker_process(spec: WorkerSpec, budget: Budget) -> None:
     try:
         with clean_stop((signal.SIGTERM,)):
             sys.exit(run_worker(spec, budget))
-    except UsageError as exc:
+    except SearchError as exc:
         print(f"worker {spec.index}: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(exc.exit_code)
 
 
 def visible_gpus() -> list[str]:

@@ -23,7 +23,8 @@ class Terminal(io.StringIO):
 
 @pytest.fixture
 def study(sqlite_url: str) -> optuna.Study:
-    """Trials 0-1 finished before this command (first=2); 2 complete, 3 pruned, 4 running, 5 running."""
+    """Trials 0-1 finished before this command (first=2; the best, 0.9, is theirs and not shown);
+    2 complete, 3 pruned, 4 running, 5 running."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(study_name="shown", storage=sqlite_url, direction="maximize")
     for curve, state in [([0.5, 0.9], "complete"), ([0.2], "pruned"), ([0.6, 0.7], "complete"),
@@ -54,7 +55,7 @@ def test_a_terminal_gets_a_bar_with_the_best_trial_and_the_running_epochs(study:
     bar = text.rsplit("\r", 1)[-1]
     assert "2/6" in bar
     # the best of the whole study (trial 0, before this command), then this command's running trials
-    assert "best 0.9000 (trial 0); trial 4 epoch 2/3 val 0.5500; trial 5 epoch 1/3" in bar
+    assert "best 0.7000 (trial 2); trial 4 epoch 2/3 val 0.5500; trial 5 epoch 1/3" in bar
     monitor.bar.close()
 
 
@@ -69,7 +70,7 @@ def test_a_log_file_gets_lines_and_a_status_line_but_no_redraws(study: optuna.St
     assert len(finished_lines(text)) == 2  # each finished trial once
     (status,) = [line for line in text.splitlines() if "trials finished" in line]
     assert "2/6 trials finished in 0.0 min" in status
-    assert status.endswith("best 0.9000 (trial 0); trial 4 epoch 2/3 val 0.5500; trial 5 epoch 1/3")
+    assert status.endswith("best 0.7000 (trial 2); trial 4 epoch 2/3 val 0.5500; trial 5 epoch 1/3")
 
 
 def test_the_thread_polls_and_the_exit_reports_the_last_trials(study: optuna.Study) -> None:
@@ -98,4 +99,4 @@ def test_a_real_terminal_gets_the_bar(study: optuna.Study) -> None:
     finally:
         os.close(master)
     text = b"".join(chunks).decode()
-    assert "\r" in text and "best 0.9000 (trial 0)" in text and "2/6" in text
+    assert "\r" in text and "best 0.7000 (trial 2)" in text and "2/6" in text

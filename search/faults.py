@@ -1,0 +1,124 @@
+"""Faults while a worker runs, told as what they are: a failing storage stops the worker in one
+line; any other error fails only its own trial, with the reason recorded on it."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Callable
+
+import optuna
+
+from search.errors import Interrupted, StorageUnavailable, TrialsFailing, one_line
+from search.storage import STORAGE_ERRORS, StudyStorage
+
+# The first line of the driver's error (lower case) -> what it means, for the one-line message.
+_STORAGE_FAULTS = (
+    ("disk is full", "disk full"),
+    ("no space left", "disk full"),
+    ("file is not a database", "the database file is corrupt"),
+    ("malformed", "the database file is corrupt"),
+    ("readonly database", "the database is read-only"),
+    ("read-only", "the database is read-only"),
+    ("disk i/o error", "disk I/O error"),
+    ("database is locked", "the database stayed locked"),
+)
+
+
+def storage_failure(storage: StudyStorage, exc: BaseException) -> StorageUnavailable:
+    """One line saying what went wrong with the storage (never "unreachable" unless it was)."""
+    if isinstance(exc, StorageUnavailable):  # raised by the reconnection, which says how long
+        return exc
+    reason = storage.reason(exc.__cause__ or exc)
+    what = next((w for key, w in _STORAGE_FAULTS if key in reason.lower()), "storage error")
+    return StorageUnavailable(f"STORAGE {storage.masked}: {what}, stopping ({reason})")
+
+
+@contextmanager
+def storage_failures(storage: StudyStorage) -> Iterator[None]:
+    """Inside, a failing storage raises ``StorageUnavailable`` saying what happened."""
+    try:
+        yield
+    except STORAGE_ERRORS as exc:
+        raise storage_failure(storage, exc) from None
+
+
+class TrialFailed(Exception):
+    """An unexpected error inside one trial: the trial is FAIL with its reason, the worker goes on."""
+
+
+class GuardedObjective:
+    """The objective as a worker runs it.
+
+    ``attrs`` are recorded first, so that even a trial that fails at once says whose it is. An
+    unexpected error fails only its trial (user attr ``fail_reason``, then ``TrialFailed`` for
+    Optuna's ``catch``); a failing storage and a requested stop are raised as they are.
+    ``record(failed)`` counts finished trials and returns how many in a row have failed.
+    """
+
+    def __init__(
+        self,
+        objective: Callable[[optuna.Trial], float],
+        attrs: dict[str, Any],
+        record: Callable[[bool], int],
+    ) -> None:
+        self.objective, self.attrs, self.record = objective, attrs, record
+        self.failures_in_a_row = 0
+        self.last_failure = ""
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        for key, value in self.attrs.items():
+            trial.set_user_attr(key, value)
+        try:
+            value = self.objective(trial)
+        except optuna.TrialPruned:
+            self.failures_in_a_row = self.record(False)
+            raise
+        except STORAGE_ERRORS:
+            raise
+        except Exception as exc:
+            reason = one_line(exc)
+            trial.set_user_attr("fail_reason", reason)
+            self.failures_in_a_row = self.record(True)
+            self.last_failure = f"trial {trial.number}: {reason}"
+            raise TrialFailed(self.last_failure) from exc
+        self.failures_in_a_row = self.record(False)
+        return value
+
+    def check(self, limit: int) -> None:
+        """Stop, in one line, once this worker's trial is the ``limit``-th failure in a row."""
+        if self.failures_in_a_row == limit:
+            raise TrialsFailing(
+                f"{limit} trials in a row failed, stopping (last, {self.last_failure}); "
+                "each trial's user attr fail_reason says why"
+            )
+
+
+def _traceback_told(record: logging.LogRecord) -> bool:
+    """Optuna's "trial failed" warning with the traceback of what failed the trial; none where
+    that is told in one line anyway (a requested stop, a failing storage)."""
+    error = record.exc_info[1] if record.exc_info else None
+    if isinstance(error, (Interrupted, *STORAGE_ERRORS)):
+        record.exc_info = None
+    elif isinstance(error, TrialFailed) and error.__cause__ is not None:
+        record.exc_info = (type(error.__cause__), error.__cause__, error.__cause__.__traceback__)
+    return True
+
+
+def told_briefly(storage: StudyStorage) -> None:
+    """In this worker process, stops and storage failures are one line, never a traceback: in
+    Optuna's "trial failed" warning, and in its heartbeat thread (whose storage failure the
+    worker's own next write meets too)."""
+    optuna.logging.get_logger("optuna.study._optimize").addFilter(_traceback_told)
+    previous = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if not isinstance(args.exc_value, STORAGE_ERRORS):
+            return previous(args)
+        reason = storage.reason(args.exc_value.__cause__ or args.exc_value)
+        print(f"warning: a running trial's heartbeat was not recorded ({reason})", file=sys.stderr)
+
+    threading.excepthook = hook

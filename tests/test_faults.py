@@ -1,0 +1,260 @@
+"""Faults inside a search: lost artifacts, failing trials, a full disk, a corrupt or vanished
+database. Each is driven directly (a fake ``fit`` that plays epochs through the real callbacks, a
+store that raises, a database capped at its size), so nothing depends on how fast a trial runs.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+import optuna
+import pytest
+import sqlalchemy
+import yaml
+from optuna.artifacts import FileSystemArtifactStore
+from optuna.trial import TrialState
+
+from search import objective as objective_module
+from search import storage as storage_module
+from search.cli import main
+from search.config import parse_config
+from search.data import load_split
+from search.errors import StorageUnavailable
+from search.faults import storage_failure
+from search.objective import Objective
+from search.storage import open_storage
+from search.testing import REPO, tiny_raw
+
+FULL = OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.fixture(autouse=True)
+def keep_signal_handlers():
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for s, handler in saved.items():
+        signal.signal(s, handler)
+
+
+def played_fit(accuracies: list[float], then: Exception | None = None):
+    """A ``fit`` that trains nothing: it plays ``accuracies`` as epochs through the callbacks it
+    is given (history, timer, pruning...), then raises ``then`` if any."""
+
+    def fit(model, train, val, training, epochs, callbacks, verbose=0):
+        for callback in callbacks:
+            callback.set_model(model)
+            callback.on_train_begin()
+        for epoch, accuracy in enumerate(accuracies):
+            logs = {"loss": 1.0, "accuracy": accuracy, "val_loss": 1.0, "val_accuracy": accuracy}
+            for callback in callbacks:
+                callback.on_epoch_begin(epoch)
+                callback.on_epoch_end(epoch, logs)
+        if then is not None:
+            raise then
+
+    return fit
+
+
+def trials_failing(*failing: int, accuracies=(0.3, 0.4)):
+    """A fit whose calls numbered ``failing`` (0 first) raise RuntimeError after their epochs."""
+    calls = iter(range(1000))
+
+    def fit(*args, **kwargs):
+        n = next(calls)
+        then = RuntimeError(f"kernel crashed in call {n}") if n in failing else None
+        return played_fit(list(accuracies), then)(*args, **kwargs)
+
+    return fit
+
+
+@pytest.fixture
+def cli_args(tmp_path, cifar_dir, sqlite_url):
+    """``search`` arguments on a tiny config; returns a function of the trial count."""
+    raw = tiny_raw(tmp_path, data={"train_size": 100, "val_size": 50}, baseline=None,
+                   training={"epochs": 2, "batch_size": 50})
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(raw))
+    return lambda trials: ["search", "--config", str(tmp_path / "study.yaml"), "--storage", sqlite_url,
+                           "--data-dir", str(cifar_dir), "--trials", str(trials),
+                           "--workers", "1"]  # in this process, where the patches are
+
+
+def patched_cli(setup: str, args: list[str]) -> subprocess.CompletedProcess:
+    """The CLI in a fresh process after ``setup`` (Python, this module's names in scope): what a
+    user sees, Optuna's log lines included."""
+    code = f"import sys\nfrom tests.test_faults import *\n{setup}\nsys.exit(main(sys.argv[1:]))"
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def load(url: str) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name="tiny", storage=url).trials
+
+
+def error_lines(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith("error:")]
+
+
+def test_an_unwritable_artifact_store_leaves_trained_trials_standing(
+    monkeypatch, cli_args, sqlite_url, tmp_path
+):
+    def full(self, artifact_id, content_body):
+        raise FULL
+
+    monkeypatch.setattr(objective_module, "fit", played_fit([0.25, 0.5]))
+    monkeypatch.setattr(FileSystemArtifactStore, "write", full)
+    assert main(cli_args(2)) == 0
+    trials = load(sqlite_url)
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+    assert [t.value for t in trials] == [0.5, 0.5]
+    assert {t.user_attrs["artifact_error"] for t in trials} == {"OSError: [Errno 28] No space left on device"}
+    assert not list((tmp_path / "artifacts").iterdir())
+
+
+def test_an_artifact_folder_that_cannot_be_made_is_bad_input(cli_args, tmp_path, capsys):
+    raw = yaml.safe_load((tmp_path / "study.yaml").read_text())
+    (tmp_path / "a-file").write_text("")
+    raw["storage"]["artifacts"] = str(tmp_path / "a-file" / "artifacts")
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(raw))
+    assert main(cli_args(1)) == 2
+    assert capsys.readouterr().err == (
+        f"error: storage.artifacts {tmp_path}/a-file/artifacts: cannot create (Not a directory)\n"
+    )
+    assert not (tmp_path / "optuna.db").exists()  # said before anything is written
+
+
+def test_an_error_inside_a_trial_fails_that_trial_only(monkeypatch, cli_args, sqlite_url):
+    monkeypatch.setattr(objective_module, "fit", trials_failing(0, 2))
+    assert main(cli_args(4)) == 0
+    trials = load(sqlite_url)
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
+    assert trials[0].user_attrs["fail_reason"] == "RuntimeError: kernel crashed in call 0"
+    assert trials[2].user_attrs["fail_reason"] == "RuntimeError: kernel crashed in call 2"
+    assert trials[0].user_attrs["epochs_run"] == 2 and "launch" in trials[0].user_attrs
+    assert "fail_reason" not in trials[1].user_attrs
+
+
+def test_failures_in_a_row_stop_the_command_in_one_line(cli_args, sqlite_url):
+    result = patched_cli("objective_module.fit = trials_failing(0, 2, 3, 4, 5, 6, 7, 8, 9)", cli_args(10))
+    assert result.returncode == 4, result.stderr
+    trials = load(sqlite_url)
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE] + [TrialState.FAIL] * 3
+    assert error_lines(result.stderr) == [
+        "error: 3 trials in a row failed, stopping (last, trial 4: RuntimeError: kernel crashed in "
+        "call 4); each trial's user attr fail_reason says why"
+    ]
+    assert "ran 5 trials in" in result.stdout and ": 1 complete, 4 fail\n" in result.stdout
+    assert "fail_reason: RuntimeError: kernel crashed in call 4" in result.stdout
+
+
+def test_a_failing_artifact_upload_never_hides_the_training_error(monkeypatch, cli_args, sqlite_url):
+    def full(self, artifact_id, content_body):
+        raise FULL
+
+    monkeypatch.setattr(objective_module, "fit", played_fit([0.25], then=ValueError("bad batch")))
+    monkeypatch.setattr(FileSystemArtifactStore, "write", full)
+    assert main(cli_args(1)) == 0
+    (trial,) = load(sqlite_url)
+    assert trial.state == TrialState.FAIL
+    assert trial.user_attrs["fail_reason"] == "ValueError: bad batch"
+    assert trial.user_attrs["artifact_error"] == "OSError: [Errno 28] No space left on device"
+
+
+def test_a_raising_trial_end_hook_is_a_note_on_the_training_error(monkeypatch, tmp_path, cifar_dir):
+    config = parse_config(tiny_raw(tmp_path, data={"train_size": 100, "val_size": 50}), "tiny")
+
+    def hook(trial, history):
+        raise KeyError("upload")
+
+    monkeypatch.setattr(objective_module, "fit", played_fit([0.25], then=ValueError("bad batch")))
+    objective = Objective(config, load_split(cifar_dir, config.data), on_trial_end=hook)
+    with pytest.raises(ValueError, match="bad batch") as info:
+        objective(optuna.create_study().ask())
+    assert info.value.__notes__ == ["and then the trial-end hook failed: KeyError('upload')"]
+
+
+def capped(real_prepare):
+    """``prepare_study``, after which the SQLite file cannot grow: a full disk."""
+
+    def prepare(config, storage, *args):
+        study, created = real_prepare(config, storage, *args)
+
+        @sqlalchemy.event.listens_for(storage.rdb.engine, "connect")
+        def cap(dbapi_connection, record):
+            pages = dbapi_connection.execute("PRAGMA page_count").fetchone()[0]
+            dbapi_connection.execute(f"PRAGMA max_page_count = {pages}")
+
+        storage.rdb.engine.dispose()
+        return study, created
+
+    return prepare
+
+
+def test_a_full_disk_is_told_as_such(cli_args, sqlite_url):
+    setup = ("from search import runner\nobjective_module.fit = played_fit([0.25, 0.5])\n"
+             "runner.prepare_study = capped(runner.prepare_study)")
+    result = patched_cli(setup, cli_args(20))  # each trial adds rows: one soon needs a new page
+    assert result.returncode == 3, result.stderr
+    assert error_lines(result.stderr) == [
+        f"error: STORAGE {sqlite_url}: disk full, stopping (database or disk is full)"
+    ]
+    assert "unreachable" not in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("damage", ["garbage", "pages"])
+def test_a_corrupt_sqlite_file_is_one_line_and_left_as_it_is(damage, cli_args, sqlite_url, tmp_path):
+    path = tmp_path / "optuna.db"
+    if damage == "garbage":
+        path.write_bytes(b"\x89not a database\x00" * 4000)
+        reason = "file is not a database"
+    else:  # a real database whose pages after the first are overwritten
+        optuna.create_study(storage=sqlite_url, study_name="tiny").optimize(
+            lambda t: t.suggest_float("x", 0, 1), n_trials=20)
+        data = path.read_bytes()
+        path.write_bytes(data[:4096] + b"\xff" * (len(data) - 4096))
+        reason = "database disk image is malformed"
+    before = path.read_bytes()
+    result = subprocess.run([sys.executable, "-m", "search", *cli_args(1)], cwd=REPO, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr == f"error: STORAGE {sqlite_url}: cannot open ({reason})\n"
+    assert path.read_bytes() == before and not (tmp_path / "optuna.db-wal").exists()
+
+
+def test_unreachable_is_said_only_after_the_reconnection_gave_up(monkeypatch, tmp_path):
+    folder = tmp_path / "mounted"
+    folder.mkdir()
+    url = f"sqlite:///{folder / 'optuna.db'}"
+    storage = open_storage(url)
+    optuna.create_study(storage=storage.rdb, study_name="s")
+    monkeypatch.setattr(storage_module, "RECONNECT_SECONDS", 0.0)  # give up at the first failure
+    shutil.rmtree(folder)  # the file system went away
+    storage.rdb.engine.dispose()
+    with pytest.raises(StorageUnavailable) as info:
+        storage.load("s")
+    assert str(info.value) == (
+        f"STORAGE {url}: database unreachable for 0s, stopping (unable to open database file)"
+    )
+
+
+@pytest.mark.parametrize("message, told", [
+    ("database or disk is full", "disk full"),
+    ("file is not a database", "the database file is corrupt"),
+    ("database disk image is malformed", "the database file is corrupt"),
+    ("attempt to write a readonly database", "the database is read-only"),
+    ("database is locked", "the database stayed locked"),
+    ("server closed the connection unexpectedly", "storage error"),
+])
+def test_storage_errors_are_told_as_what_they_are(message, told, sqlite_url):
+    storage = open_storage(sqlite_url)
+    driver = sqlalchemy.exc.OperationalError("INSERT ...", {}, Exception(message))
+    try:
+        raise optuna.exceptions.StorageInternalError("An exception is raised during the commit.") from driver
+    except optuna.exceptions.StorageInternalError as exc:
+        wrapped = exc
+    for error in (driver, wrapped):
+        assert str(storage_failure(storage, error)) == f"STORAGE {storage.masked}: {told}, stopping ({message})"
