@@ -19,6 +19,7 @@ from search.compare import BASELINE, CONFIRMS, baseline_trial, companion_name, i
 from search.compare import outcome_lines, run_key
 from search.config import StudyConfig, parse_config
 from search.errors import UsageError
+from search.seeds import derive_seed
 from search.storage import StudyStorage, open_storage
 from search.study import prepare_study, stored_config
 
@@ -31,8 +32,6 @@ TAKEN = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.WAITING, TrialState.
 def confirm_seed(study_seed: int, key: int | str, seed_index: int) -> int:
     """A fresh seed for run ``seed_index`` of trial ``key`` (or the baseline); never a search seed,
     which comes from (study seed, trial number) alone."""
-    from search.training import derive_seed
-
     return derive_seed(study_seed, 0 if key == BASELINE else key + 1, seed_index, SEED_STREAM)
 
 

@@ -14,7 +14,8 @@ from optuna_integration.keras import KerasPruningCallback
 
 from search.config import PARAMS, SearchSpace, StudyConfig
 from search.data import Split
-from search.training import EpochTimer, StopOnRequest, derive_seed, fit, seeded_model, summarize
+from search.seeds import derive_seed
+from search.training import EpochTimer, StopOnRequest, fit, seeded_model, summarize
 
 
 class EpochPruningCallback(KerasPruningCallback):

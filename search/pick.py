@@ -7,6 +7,7 @@ from datetime import datetime
 
 from optuna.trial import TrialState
 
+from search.compare import CONFIRMS
 from search.errors import UsageError
 from search.storage import StudyStorage
 
@@ -46,7 +47,8 @@ def pick_study(storage: StudyStorage, name: str | None, command: str) -> tuple[s
     ``name`` must be in the storage; without it, the only study there, or the one with the most
     recent trial. ``command`` is the make target, for the hint in errors.
     """
-    names = sorted(s.study_name for s in storage.rdb.get_all_studies())
+    studies = storage.rdb.get_all_studies()
+    names = sorted(s.study_name for s in studies)
     if name is not None:
         if name not in names:
             listing = _listing(names, command) if names else "it holds none (run make search first)"
@@ -54,15 +56,22 @@ def pick_study(storage: StudyStorage, name: str | None, command: str) -> tuple[s
         return name, None
     if not names:
         raise UsageError(f"STORAGE {storage.masked} holds no studies (run make search first)")
-    if len(names) == 1:
-        return names[0], f"study {shown(names[0])} (the only one in {storage.masked})"
-    active = [(when, n) for n in names if (when := last_active(storage, n))]
+    # make confirm's companion studies are not picked: their runs count for the study they confirm
+    confirms = {s.study_name: s.user_attrs.get(CONFIRMS) for s in studies}
+    searches = [n for n in names if confirms[n] not in names]
+    if len(searches) == 1:
+        return searches[0], f"study {shown(searches[0])} (the only one in {storage.masked})"
+    active = []
+    for n in searches:
+        times = [t for c in names if c == n or confirms[c] == n if (t := last_active(storage, c))]
+        if times:
+            active.append((max(times), n))
     if not active:
         raise UsageError(
             f"no study in {storage.masked} has run a trial yet: {_listing(names, command)}"
         )
     chosen = max(active)[1]
     return chosen, (
-        f"study {shown(chosen)} (the most recent of {len(names)} in {storage.masked}; "
+        f"study {shown(chosen)} (the most recent of {len(searches)} in {storage.masked}; "
         "STUDY=... picks another)"
     )

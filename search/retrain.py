@@ -116,7 +116,8 @@ def retrain(
     """
     from search.artifacts import plot_curves
     from search.data import load_test, load_train, resolve_data_dir, split
-    from search.training import derive_seed, make_dataset
+    from search.seeds import derive_seed
+    from search.training import make_dataset
 
     export = read_export(path)
     # An export from before baselines has none; retraining does not need one.

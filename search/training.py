@@ -20,11 +20,6 @@ from search.errors import Interrupted
 from search.model import build_model
 
 
-def derive_seed(*entropy: int) -> int:
-    """A 31-bit seed from several integers (study seed, trial number, worker index...)."""
-    return int(np.random.SeedSequence(list(entropy)).generate_state(1)[0] >> 1)
-
-
 def make_dataset(
     x: tf.Tensor, y: tf.Tensor, batch_size: int, shuffle: bool = False
 ) -> tf.data.Dataset:

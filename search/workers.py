@@ -157,7 +157,7 @@ def run_worker(
     from search.objective import Objective
     from search.storage import open_storage
     from search.study import make_pruner, make_sampler
-    from search.training import derive_seed
+    from search.seeds import derive_seed
 
     if spec.threads:
         tf.config.threading.set_intra_op_parallelism_threads(spec.threads)

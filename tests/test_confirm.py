@@ -17,7 +17,7 @@ from search.errors import UsageError
 from search.storage import open_storage
 from search.study import prepare_study, stored_config
 from search.testing import tiny_raw
-from search.training import derive_seed
+from search.seeds import derive_seed
 from tests.test_export import add_trials
 
 BASELINE = {"l1": 0.0, "l2": 2e-4, "dropout": 0.3}

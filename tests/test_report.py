@@ -90,7 +90,10 @@ def test_cli(tiny_config, storage, sqlite_url, tmp_path, capsys, monkeypatch):
     assert main(["report", "--storage", sqlite_url]) == 0
     assert capsys.readouterr().out.strip() == "wrote reports/tiny.html"
     assert main(["report", "--storage", sqlite_url, "--study", "nope"]) == 2
-    assert capsys.readouterr().err.strip() == f"error: no study named 'nope' in {sqlite_url}"
+    assert capsys.readouterr().err.strip() == (
+        f"error: no study named 'nope' in {sqlite_url}: it holds 'tiny'; "
+        "pick one with STUDY=..., e.g. make report STUDY=tiny"
+    )
 
 
 def test_unwritable_reports_folder(tiny_config, storage, sqlite_url, tmp_path):

@@ -164,7 +164,7 @@ def test_a_search_and_all_it_writes_never_show_the_password(form, postgres_url, 
     monkeypatch.chdir(tmp_path)
     assert main(["export", "--storage", url, "--study", "tiny", "--top", "2"]) == 0
     assert main(["report", "--storage", url]) == 0
-    monkeypatch.setattr("optuna_dashboard.run_server", lambda *args, **kwargs: None)
+    monkeypatch.setattr("bottle.run", lambda *args, **kwargs: None)  # the banner, not a server
     assert main(["dashboard", "--storage", url, "--artifacts", str(tmp_path / "artifacts")]) == 0
     out = capsys.readouterr()
     assert "optuna-dashboard at" in out.out and TOKEN not in out.out + out.err

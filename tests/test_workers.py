@@ -22,7 +22,7 @@ from search.runner import run_search, summary
 from search.storage import open_storage
 from search.study import prepare_study
 from search.testing import REPO, start_search, tiny_raw
-from search.training import derive_seed
+from search.seeds import derive_seed
 from search.workers import Budget, WorkerSpec, launch_seed, place_workers
 
 
