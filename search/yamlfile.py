@@ -43,7 +43,11 @@ def read_yaml(path: Path, missing: str = "config file not found") -> Any:
     if "\0" in text:
         raise UsageError(f"{path}: not a text file (binary)")
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no code runs
+        loader = _UniqueKeyLoader(text)  # a SafeLoader: no code runs
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
     except RecursionError:
         raise UsageError(f"{path}: not valid YAML (nested too deeply)") from None
     except yaml.MarkedYAMLError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,15 @@ REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
 # The command line reads SEARCH_<FLAG> (make exports them): tests never use the caller's settings.
 for variable in [v for v in os.environ if v.startswith("SEARCH_") and not v.startswith("SEARCH_TEST_")]:
     del os.environ[variable]
+
+
+@pytest.fixture(autouse=True)
+def keep_signal_handlers():
+    """A search in this process installs its Ctrl-C/SIGTERM handlers: put pytest's back."""
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for s, handler in saved.items():
+        signal.signal(s, handler)
 
 
 @pytest.fixture(scope="session")

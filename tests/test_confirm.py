@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 
 import optuna
 import pytest
@@ -21,14 +20,6 @@ from search.seeds import derive_seed
 from tests.test_export import add_trials
 
 BASELINE = {"l1": 0.0, "l2": 2e-4, "dropout": 0.3}
-
-
-@pytest.fixture(autouse=True)
-def keep_signal_handlers():
-    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    yield
-    for s, handler in saved.items():
-        signal.signal(s, handler)
 
 
 @pytest.fixture

@@ -1,7 +1,6 @@
 """A few-trial search on tiny synthetic data, persisted to SQLite, run in-process."""
 
 import math
-import signal
 from types import SimpleNamespace
 
 import optuna
@@ -21,14 +20,6 @@ from search.testing import make_cifar_folder, synthetic_images, tiny_raw, write_
 
 ATTRS = {"n_params", "epochs_run", "best_epoch", "seconds_per_epoch", "last_train_accuracy",
          "last_val_accuracy", "last_train_loss", "last_val_loss", "seed"}
-
-
-@pytest.fixture(autouse=True)
-def keep_signal_handlers():
-    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    yield
-    for s, handler in saved.items():
-        signal.signal(s, handler)
 
 
 def load(url, name="tiny"):

@@ -189,7 +189,7 @@ def test_make_passes_values_through_the_environment(postgres_url, tmp_path):
     raw = tiny_raw(tmp_path)
     raw["training"]["epochs"] = 1
     (tmp_path / "study.yaml").write_text(yaml.safe_dump(raw))
-    make = ["make", "-o", ".venv/.installed", f"PY={sys.executable}", f"STORAGE={url}",
+    make = ["make", "--no-print-directory", "-o", ".venv/.installed", f"PY={sys.executable}", f"STORAGE={url}",
             f"CONFIG={tmp_path / 'study.yaml'}", "TRIALS=1", f"DATA_DIR={data}"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
 

@@ -18,7 +18,7 @@ def test_samplers():
 def test_pruners():
     median = make_pruner(cfg.MedianPruner(n_startup_trials=4, n_warmup_steps=6), max_epochs=20)
     assert isinstance(median, optuna.pruners.MedianPruner)
-    assert (median._n_startup_trials, median._n_warmup_steps) == (4, 6)
+    assert (median._n_startup_trials, median._n_warmup_steps) == (4, 7)  # steps count epochs from 1
 
     hyperband = make_pruner(cfg.HyperbandPruner(name="hyperband", min_resource=2, reduction_factor=4), 17)
     assert isinstance(hyperband, optuna.pruners.HyperbandPruner)
