@@ -24,13 +24,9 @@ LOSS_TITLE = "loss: cross-entropy + this trial's L1/L2 penalty"
 
 logger = logging.getLogger(__name__)
 
+from search.compare import shown_params
 from search.errors import one_line
 from search.storage import STORAGE_ERRORS, artifact_store
-
-
-def describe(params: dict[str, float]) -> str:
-    """``l1=1.2e-05, l2=0.00034, dropout=0.312``."""
-    return ", ".join(f"{name}={value:.3g}" for name, value in params.items())
 
 
 def plot_curves(history: dict[str, list[float]], path: Path, title: str) -> None:
@@ -70,7 +66,7 @@ def study_curves(trials: list[FrozenTrial]) -> Figure:
             "mode": "lines+markers",
             "marker": {"size": 4},
             "name": f"trial {t.number}",
-            "hovertemplate": f"trial {t.number} ({describe(t.params)})<br>"
+            "hovertemplate": f"trial {t.number} ({shown_params(t)})<br>"
             "epoch %{x}: %{y:.4f}<extra></extra>",
         }
         for t in trials
@@ -134,7 +130,7 @@ class TrialArtifacts:
             return
         with tempfile.TemporaryDirectory() as tmp:
             curves, data = Path(tmp) / "learning_curves.png", Path(tmp) / "history.json"
-            plot_curves(history, curves, f"trial {trial.number}: {describe(trial.params)}")
+            plot_curves(history, curves, f"trial {trial.number}: {shown_params(trial)}")
             data.write_text(json.dumps(history, indent=1))
             curves_id, _ = [
                 upload_artifact(

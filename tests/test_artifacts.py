@@ -90,7 +90,7 @@ def test_trial_artifacts_note_and_study_figure(tmp_path, sqlite_url, drawn):
 
     TrialArtifacts(str(tmp_path / "artifacts"))(trial, HISTORY)
 
-    expected = ", ".join(f"{n}={trial.params[n]:.3g}" for n in ("l1", "l2", "dropout"))
+    expected = ", ".join(f"{n} {trial.params[n]:.3g}" for n in ("l1", "l2", "dropout"))  # none is 0
     assert drawn[0].get_suptitle() == f"trial 2: {expected}"
     files = uploaded(study, 2)
     png = files["image/png"]
@@ -148,7 +148,7 @@ def test_a_search_saves_the_study_curves_and_each_trial_note(tmp_path, cifar_dir
     assert [t["name"] for t in figure["data"]] == ["trial 0", "trial 1", "trial 2"]
     for trace, trial in zip(figure["data"], study.trials):
         assert trace["y"] == [round(trial.intermediate_values[s], 4) for s in trace["x"]]
-        assert f"dropout={trial.params['dropout']:.3g}" in trace["hovertemplate"]
+        assert f"dropout {trial.params['dropout']:.3g}" in trace["hovertemplate"]  # as the model used it
     for trial in study.trials:
         png = uploaded(study, trial.number)["image/png"]
         assert png.artifact_id in note(study, trial.number)
