@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import Any, Callable
+from typing import Callable
 
 import keras
 import numpy as np
@@ -54,12 +54,10 @@ class Objective:
         self,
         config: StudyConfig,
         split: Split,
-        attrs: dict[str, Any] | None = None,
         on_trial_end: Callable[[optuna.Trial, dict[str, list[float]]], None] | None = None,
         should_stop: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.config = config
-        self.attrs = attrs or {}
         self.on_trial_end = on_trial_end
         self.should_stop = should_stop
         self._train = tf.constant(split.x_train), tf.constant(split.y_train)
@@ -74,7 +72,7 @@ class Objective:
         training = self.config.training
 
         model = seeded_model(effective, training, seed)
-        attrs = {**self.attrs, "seed": seed, "effective_params": effective, "n_params": model.count_params()}
+        attrs = {"seed": seed, "effective_params": effective, "n_params": model.count_params()}
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
 
