@@ -170,7 +170,7 @@ class HyperbandPruner(_Strict):
 
 
 class SuccessiveHalvingPruner(_Strict):
-    name: Literal["successive_halving"]
+    name: Literal["successive_halving"] = "successive_halving"
     min_resource: PositiveInt = 1
     reduction_factor: Annotated[int, Field(ge=2)] = 4
 
@@ -210,7 +210,7 @@ class StudyConfig(_Strict):
     data: Data = Data()
     training: Training = Training()
     sampler: Sampler = TPE()
-    pruner: Pruner = MedianPruner()
+    pruner: Pruner = SuccessiveHalvingPruner()  # chosen by bench.replay
     storage: Storage = Storage()
 
     @model_validator(mode="after")

@@ -23,10 +23,20 @@ class EpochPruningCallback(KerasPruningCallback):
 
     So a trial's steps, its ``best_epoch`` and ``epochs_run`` count alike, and a pruner's
     ``min_resource`` is epochs trained (``make_pruner`` keeps the median's warm-up in epochs).
+    A trial that must finish (the baseline: the study's reference) reports and is asked like any
+    other, so it counts at the rungs, but is not stopped.
     """
 
+    def __init__(self, trial: optuna.Trial, monitor: str, prunable: bool = True) -> None:
+        super().__init__(trial, monitor)
+        self.prunable = prunable
+
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
-        super().on_epoch_end(epoch + 1, logs)
+        try:
+            super().on_epoch_end(epoch + 1, logs)
+        except optuna.TrialPruned:
+            if self.prunable:
+                raise
 
 
 def suggest(trial: optuna.Trial, space: SearchSpace) -> dict[str, float]:
@@ -88,7 +98,7 @@ class Objective:
                     history,
                     timer,
                     keras.callbacks.TerminateOnNaN(),
-                    EpochPruningCallback(trial, "val_accuracy"),
+                    EpochPruningCallback(trial, "val_accuracy", prunable=trial.user_attrs.get("baseline") is not True),
                     StopOnRequest(self.should_stop),
                 ],
             )

@@ -10,6 +10,8 @@ from optuna.trial import TrialState
 from optuna_dashboard import get_note
 
 from search.config import parse_config
+from search.data import load_split
+from search.objective import Objective
 from search.runner import run_search
 from search.storage import open_storage
 from search.study import prepare_study
@@ -86,3 +88,19 @@ def test_launches_starting_together_queue_one_baseline(backend, request, tmp_pat
     assert len(trials) == 3 and all(t.state == TrialState.COMPLETE for t in trials), outputs
     (base,) = marked(url)
     assert base.number == 0 and base.user_attrs["effective_params"] == POINT
+
+
+class PruneAlways(optuna.pruners.BasePruner):
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        return True
+
+
+def test_the_baseline_is_never_pruned_but_reports_every_epoch(tmp_path, cifar_dir):
+    config = parse_config(tiny_raw(tmp_path, training={"epochs": 3, "batch_size": 50}), "tiny")
+    study = optuna.create_study(direction="maximize", pruner=PruneAlways())
+    study.enqueue_trial(config.search_space.trial_params(POINT), user_attrs={"baseline": True})
+    study.enqueue_trial(config.search_space.trial_params(POINT), user_attrs={"baseline": "yes"})  # not True
+    study.optimize(Objective(config, load_split(cifar_dir, config.data)), n_trials=2)
+    base, other = study.trials
+    assert base.state == TrialState.COMPLETE and sorted(base.intermediate_values) == [1, 2, 3]
+    assert other.state == TrialState.PRUNED and sorted(other.intermediate_values) == [1]

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from search.config import Param, SearchSpace, load_config, parse_config
+from search.config import Param, SearchSpace, SuccessiveHalvingPruner, load_config, parse_config
 from search.errors import UsageError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -21,7 +21,7 @@ def test_defaults_follow_the_tutorial():
     space = config.search_space
     assert (space.l1.low, space.l1.high, space.l1.log, space.l1.off_below) == (1e-7, 1e-2, True, 1e-6)
     assert (space.dropout.low, space.dropout.high, space.dropout.log) == (0.0, 0.7, False)
-    assert (config.sampler.name, config.pruner.name) == ("tpe", "median")
+    assert (config.sampler.name, config.pruner) == ("tpe", SuccessiveHalvingPruner(min_resource=1, reduction_factor=4))
     assert config.baseline.model_dump() == {"l1": 0.0, "l2": 0.001, "dropout": 0.5}
 
 
