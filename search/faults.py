@@ -50,6 +50,11 @@ class TrialFailed(Exception):
     """An unexpected error inside one trial: the trial is FAIL with its reason, the worker goes on."""
 
 
+class TrialTakenOver(Exception):
+    """Another worker finished this worker's trial (failed it as stale: this one stalled past the
+    grace period, and its retry runs elsewhere); the worker leaves it as it is and goes on."""
+
+
 class GuardedObjective:
     """The objective as a worker runs it.
 
@@ -68,17 +73,22 @@ class GuardedObjective:
         self.objective, self.attrs, self.record = objective, attrs, record
         self.failures_in_a_row = 0
         self.last_failure = ""
+        self.taken_over: str | None = None
 
     def __call__(self, trial: optuna.Trial) -> float:
-        for key, value in self.attrs.items():
-            trial.set_user_attr(key, value)
         try:
+            for key, value in self.attrs.items():
+                trial.set_user_attr(key, value)
             value = self.objective(trial)
         except optuna.TrialPruned:
             self.failures_in_a_row = self.record(False)
             raise
         except STORAGE_ERRORS:
             raise
+        except optuna.exceptions.UpdateFinishedTrialError as exc:
+            self.taken_over = (f"trial {trial.number} was failed as stale by another worker while this one "
+                               "stalled past the grace period; left as it is, going on")
+            raise TrialTakenOver(self.taken_over) from exc
         except Exception as exc:
             reason = one_line(exc)
             trial.set_user_attr("fail_reason", reason)
@@ -87,6 +97,16 @@ class GuardedObjective:
             raise TrialFailed(self.last_failure) from exc
         self.failures_in_a_row = self.record(False)
         return value
+
+    def run_one(self, study: optuna.Study) -> None:
+        """One trial through Optuna's loop; a trial taken over by another worker is one warning."""
+        self.taken_over = None
+        try:
+            study.optimize(self, n_trials=1, gc_after_trial=True, catch=(TrialFailed,))
+        except ValueError:  # Optuna's "Cannot tell a FAIL trial": it is no longer this worker's
+            if self.taken_over is None:
+                raise
+            print(f"warning: {self.taken_over}", file=sys.stderr)
 
     def check(self, limit: int) -> None:
         """Stop, in one line, once this worker's trial is the ``limit``-th failure in a row."""
@@ -101,7 +121,7 @@ def _traceback_told(record: logging.LogRecord) -> bool:
     """Optuna's "trial failed" warning with the traceback of what failed the trial; none where
     that is told in one line anyway (a requested stop, a failing storage)."""
     error = record.exc_info[1] if record.exc_info else None
-    if isinstance(error, (Interrupted, *STORAGE_ERRORS)):
+    if isinstance(error, (Interrupted, TrialTakenOver, *STORAGE_ERRORS)):
         record.exc_info = None
     elif isinstance(error, TrialFailed) and error.__cause__ is not None:
         record.exc_info = (type(error.__cause__), error.__cause__, error.__cause__.__traceback__)

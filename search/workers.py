@@ -153,7 +153,7 @@ def run_worker(
     import tensorflow as tf
 
     from search.artifacts import TrialArtifacts
-    from search.faults import GuardedObjective, TrialFailed, storage_failures, told_briefly
+    from search.faults import GuardedObjective, storage_failures, told_briefly
     from search.objective import Objective
     from search.storage import open_storage
     from search.study import make_pruner, make_sampler
@@ -187,7 +187,7 @@ def run_worker(
     try:
         with storage_failures(storage):
             while not stop_requested() and budget.take():
-                study.optimize(objective, n_trials=1, gc_after_trial=True, catch=(TrialFailed,))
+                objective.run_one(study)
                 objective.check(budget.max_failures)
     except Interrupted:
         pass

@@ -129,6 +129,25 @@ def test_an_error_inside_a_trial_fails_that_trial_only(monkeypatch, cli_args, sq
     assert "fail_reason" not in trials[1].user_attrs
 
 
+def taken_over_in_call_0(*args, callbacks, **kwargs):
+    """Call 0's trial is failed by someone else before its first epoch ends, as another worker
+    fails a stale one while this worker stalls; the others train as usual."""
+    if not hasattr(taken_over_in_call_0, "done"):
+        taken_over_in_call_0.done = True
+        trial = next(c._trial for c in callbacks if hasattr(c, "_trial"))
+        trial.study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    return played_fit([0.3, 0.4])(*args, callbacks=callbacks, **kwargs)
+
+
+def test_a_trial_taken_over_by_another_worker_is_one_warning_and_the_worker_goes_on(cli_args, sqlite_url):
+    result = patched_cli("objective_module.fit = taken_over_in_call_0", cli_args(3))
+    assert result.returncode == 0, result.stderr
+    assert [t.state for t in load(sqlite_url)] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
+    assert ("warning: trial 0 was failed as stale by another worker while this one stalled past the "
+            "grace period; left as it is, going on\n") in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_failures_in_a_row_stop_the_command_in_one_line(cli_args, sqlite_url):
     result = patched_cli("objective_module.fit = trials_failing(0, 2, 3, 4, 5, 6, 7, 8, 9)", cli_args(10))
     assert result.returncode == 4, result.stderr
