@@ -60,6 +60,10 @@ def summary(
         f"ran {len(trials)} trials in {seconds / 60:.1f} min: "
         + ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items()))
     ]
+    if trials:
+        ran = sum(n for t in trials if type(n := t.user_attrs.get("epochs_run")) is int and n > 0)
+        full = len(trials) * spec.config.training.epochs
+        lines.append(f"epochs: {ran} trained of the {full} of these trials unpruned ({ran / full:.0%})")
     best, study_best = _best(trials), _best(everything)
     lines.append(f"best: {_told(best)}" if best else "best: no complete trial yet")
     if study_best and (best is None or study_best.value > best.value):

@@ -118,15 +118,16 @@ def test_the_summary_and_progress_speak_of_this_launch_only(tmp_path, sqlite_url
         state = TrialState.COMPLETE if value is not None else TrialState.FAIL
         study.add_trial(create_trial(params={"l1": value or 0.0, "l2": 0.0, "dropout": 0.0},
                                      distributions=space, value=value, state=state,
-                                     user_attrs={"launch": launch}))
+                                     user_attrs={"launch": launch, "epochs_run": 2 if value else "1"}))
 
     add(7, 0.9)  # an earlier launch with the same seed (replayed): before this one started
     for launch, value in [(7, 0.5), (8, 0.8), (7, None), (8, 0.7), (7, 0.6)]:  # two at once
         add(launch, value)
     spec = WorkerSpec(config, sqlite_url, "tiny", None, launch=7)
     text = summary(study, spec, 1, storage, 60.0, [0])
-    assert text.splitlines()[:3] == [
+    assert text.splitlines()[:4] == [
         "ran 3 trials in 1.0 min: 2 complete, 1 fail",
+        "epochs: 4 trained of the 6 of these trials unpruned (67%)",  # "1", not a count, is left out
         "best: trial 5, val_accuracy 0.6000 (l1 0.6, l2 off, dropout 0)",
         "study's best: trial 0, val_accuracy 0.9000 (l1 0.9, l2 off, dropout 0)",
     ]
