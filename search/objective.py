@@ -86,6 +86,7 @@ class Objective:
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
 
+        baseline = trial.user_attrs.get("baseline") is True  # the study's reference: never pruned
         history, timer = keras.callbacks.History(), EpochTimer()
         try:
             fit(
@@ -98,7 +99,7 @@ class Objective:
                     history,
                     timer,
                     keras.callbacks.TerminateOnNaN(),
-                    EpochPruningCallback(trial, "val_accuracy", prunable=trial.user_attrs.get("baseline") is not True),
+                    EpochPruningCallback(trial, "val_accuracy", prunable=not baseline),
                     StopOnRequest(self.should_stop),
                 ],
             )
