@@ -204,7 +204,10 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def _tolerance(text: str) -> float:
-    value = float(text)  # argparse reports a ValueError as an invalid value
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
     if not 0 <= value < 1:  # NaN fails too
         raise ArgumentTypeError(f"{text!r} is not an accuracy difference in [0, 1)")
     return value

@@ -74,6 +74,15 @@ def test_a_loss_within_the_tolerance_is_no_regret() -> None:
     assert "within 0.5000" in replay.markdown(lenient)
 
 
+@pytest.mark.parametrize("bad", ["abc", "nan", "-1", "1"])
+def test_a_bad_tolerance_is_one_line_and_exit_2(bad, capsys):
+    with pytest.raises(SystemExit) as stop:
+        replay.main(["replay", "missing.json", "--tolerance", bad])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == (f"python -m bench.replay replay: error: argument --tolerance: "
+                                       f"{bad!r} is not an accuracy difference in [0, 1)\n")
+
+
 def setting_named(result: dict, name: str) -> dict:
     return next(s for s in result["settings"] if s["setting"] == name)
 
