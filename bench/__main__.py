@@ -13,7 +13,7 @@ from typing import Any
 
 from bench import layout, memory, replay, storage, training
 from bench.common import REPO, synthetic_folder
-from search.data import resolve_data_dir
+from search.learning.data import resolve_data_dir
 
 # (full, quick) sizes: the full run fits in 15 minutes on 2 CPU cores.
 SIZES = {

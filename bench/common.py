@@ -10,7 +10,7 @@ from typing import Any, Iterator
 import sqlalchemy
 import yaml
 
-from search.config import StudyConfig, parse_config
+from search.base.config import StudyConfig, parse_config
 from search.testing import POSTGRES_ADMIN, REPO, make_cifar_folder, server_database
 
 __all__ = ["REPO", "bench_config", "postgres_url", "proc_status", "spread", "synthetic_folder"]

@@ -2,7 +2,7 @@
 ``--workers auto`` picks (one single-thread process per core), and of 1 process x 1 thread.
 
 Run: ``.venv/bin/python -m bench.layout [--images N] [--seconds S] [--repeats R] [--data-dir DIR]``.
-Every process trains ``search.training.fit`` on the same images; once all the processes of a
+Every process trains ``search.learning.training.fit`` on the same images; once all the processes of a
 layout are through epoch 1 (which also traces the graphs) they train together for ``seconds``,
 and the images each trains in that time are added up, as the workers of a search train side by
 side. The layouts alternate, run after run, as the machine's speed drifts.
@@ -29,9 +29,9 @@ def _train(folder: str, images: int, threads: int, seconds: float, barrier: Any,
     import tensorflow as tf
 
     from bench.training import PARAMS
-    from search.config import Training
-    from search.data import load_train
-    from search.training import fit, seeded_model
+    from search.base.config import Training
+    from search.learning.data import load_train
+    from search.learning.training import fit, seeded_model
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)  # as run_worker sets them
     tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
@@ -80,8 +80,8 @@ def images_per_s(folder: Path, images: int, seconds: float, processes: int, thre
 
 def run(folder: Path, images: int, seconds: float, repeats: int) -> dict[str, Any]:
     """Medians (min-max) of each layout's images/s, and the auto layout's ratio to 1 x all cores."""
-    from search.layout import LOAD_PEAK, available_memory, plan_workers
-    from search.workers import usable_cores
+    from search.running.layout import LOAD_PEAK, available_memory, plan_workers
+    from search.running.workers import usable_cores
 
     cores = usable_cores()
     auto = plan_workers(None, None, cores, 0, available_memory(), LOAD_PEAK)  # each reads all 50,000
@@ -102,7 +102,7 @@ def run(folder: Path, images: int, seconds: float, repeats: int) -> dict[str, An
 
 if __name__ == "__main__":
     from bench.common import synthetic_folder
-    from search.data import resolve_data_dir
+    from search.learning.data import resolve_data_dir
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=4000, help="images per process (default 4000)")

@@ -19,12 +19,12 @@ from bench.common import REPO, bench_config, proc_status, spread
 
 
 def service(folder: Path, tmp: Path, data: dict, seconds: float) -> dict[str, Any]:
-    from search.artifacts import TrialArtifacts
-    from search.data import load_split
-    from search.errors import Interrupted
-    from search.objective import Objective
-    from search.storage import open_storage
-    from search.study import prepare_study
+    from search.base.errors import Interrupted
+    from search.learning.data import load_split
+    from search.tuning.artifacts import TrialArtifacts
+    from search.tuning.objective import Objective
+    from search.tuning.storage import open_storage
+    from search.tuning.study import prepare_study
 
     config = bench_config(tmp, "bench-memory", data, 20)
     split = load_split(folder, config.data)
@@ -43,7 +43,7 @@ def tutorial(folder: Path, tmp: Path, data: dict, seconds: float) -> dict[str, A
     import keras
 
     from bench.training import PARAMS, tutorial_model
-    from search.data import load_train, split
+    from search.learning.data import load_train, split
 
     class StopAfter(keras.callbacks.Callback):
         def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
@@ -62,10 +62,10 @@ def tutorial(folder: Path, tmp: Path, data: dict, seconds: float) -> dict[str, A
 
 
 def loop(folder: Path, tmp: Path, data: dict, counts: tuple[int, int]) -> dict[str, Any]:
-    from search.data import load_split
-    from search.storage import open_storage
-    from search.study import prepare_study
-    from search.workers import Budget, WorkerSpec, run_worker
+    from search.learning.data import load_split
+    from search.running.workers import Budget, WorkerSpec, run_worker
+    from search.tuning.storage import open_storage
+    from search.tuning.study import prepare_study
 
     config = bench_config(tmp, "bench-loop", data, 1, pruner={"name": "none"})
     url = f"sqlite:///{tmp / 'loop.db'}"

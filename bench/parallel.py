@@ -22,16 +22,18 @@ from pathlib import Path
 
 import optuna
 
-from search.config import Storage
-from search.storage import open_storage
+from search.base.config import Storage
 from search.testing import (
     POSTGRES_ADMIN,
     make_cifar_folder,
     server_database,
-    start_search as launch,
     tiny_raw,
     wait_for_running,
 )
+from search.testing import (
+    start_search as launch,
+)
+from search.tuning.storage import open_storage
 
 
 def start_search(folder: Path, url: str, trials: int, workers: int, **storage: object) -> subprocess.Popen:

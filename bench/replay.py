@@ -21,14 +21,21 @@ from typing import Annotated, Any, Sequence
 
 import optuna
 from pydantic import (
-    BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, TypeAdapter, ValidationError, model_validator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    PositiveInt,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
 )
 
-from search import config as cfg
-from search.cli import _Parser, _positive
-from search.errors import UsageError
-from search.storage import open_storage
-from search.study import make_pruner, stored_config
+from search.base import config as cfg
+from search.base.errors import UsageError
+from search.interfaces.cli import _Parser, _positive
+from search.tuning.storage import open_storage
+from search.tuning.study import make_pruner, stored_config
 
 TOP = 3
 ORDERS = 20

@@ -14,9 +14,9 @@ from typing import Any
 import optuna
 
 from bench.common import postgres_url, spread
-from search.config import MedianPruner, Storage, TPE
-from search.storage import mask, open_storage
-from search.study import make_pruner, make_sampler
+from search.base.config import TPE, MedianPruner, Storage
+from search.tuning.storage import mask, open_storage
+from search.tuning.study import make_pruner, make_sampler
 
 EPOCHS = 20
 CONTEXT = mp.get_context("spawn")  # no TensorFlow in these processes

@@ -14,12 +14,12 @@ import tensorflow as tf
 from keras import layers, regularizers
 
 from bench.common import bench_config, postgres_url, spread
-from search.config import StudyConfig, Training
-from search.data import load_split, load_train
-from search.training import fit, seeded_model
-from search.storage import mask, open_storage
-from search.study import prepare_study
-from search.workers import Budget, WorkerSpec, run_worker
+from search.base.config import StudyConfig, Training
+from search.learning.data import load_split, load_train
+from search.learning.training import fit, seeded_model
+from search.running.workers import Budget, WorkerSpec, run_worker
+from search.tuning.storage import mask, open_storage
+from search.tuning.study import prepare_study
 
 PARAMS = {"l1": 1e-5, "l2": 1e-3, "dropout": 0.5}  # the tutorial's L2 and dropout, a small L1
 

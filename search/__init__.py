@@ -6,7 +6,7 @@ The command line (``python -m search``) is the main entry point; the same steps 
     run_search(load_config("study_configs/smoke.yaml"), trials=5, data_dir="cifar-10-batches-py")
 
 The public names load their modules on first use (PEP 562), so that importing a low layer such
-as ``search.config`` loads neither TensorFlow nor Optuna.
+as ``search.base.config`` loads neither TensorFlow nor Optuna.
 """
 
 from __future__ import annotations
@@ -15,15 +15,15 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from search.config import StudyConfig, load_config
-    from search.errors import UsageError
-    from search.runner import run_search
+    from search.base.config import StudyConfig, load_config
+    from search.base.errors import UsageError
+    from search.running.runner import run_search
 
 _PUBLIC = {
-    "StudyConfig": "search.config",
-    "load_config": "search.config",
-    "UsageError": "search.errors",
-    "run_search": "search.runner",
+    "StudyConfig": "search.base.config",
+    "load_config": "search.base.config",
+    "UsageError": "search.base.errors",
+    "run_search": "search.running.runner",
 }
 __all__ = sorted(_PUBLIC)
 

@@ -1,8 +1,8 @@
-"""``python -m search``: the command line; it quiets TensorFlow before loading it (``search.quiet``)."""
+"""``python -m search``: the command line; it quiets TensorFlow before loading it (``search.learning.quiet``)."""
 
 import sys
 
-from search.cli import main
+from search.interfaces.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -9,8 +9,14 @@ from pathlib import Path
 import pytest
 import sqlalchemy
 
-from search.config import StudyConfig, parse_config
-from search.testing import MYSQL_ADMIN, POSTGRES_ADMIN, make_cifar_folder, server_database, tiny_raw
+from search.base.config import StudyConfig, parse_config
+from search.testing import (
+    MYSQL_ADMIN,
+    POSTGRES_ADMIN,
+    make_cifar_folder,
+    server_database,
+    tiny_raw,
+)
 
 REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
 

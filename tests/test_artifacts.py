@@ -18,11 +18,11 @@ from optuna_dashboard import get_note
 from optuna_dashboard._custom_plot_data import get_plotly_graph_objects
 from PIL import Image
 
-from search import artifacts
-from search.artifacts import STUDY_CURVES_ID, TrialArtifacts, plot_curves
-from search.config import parse_config
-from search.runner import run_search
+from search.base.config import parse_config
+from search.running.runner import run_search
 from search.testing import tiny_raw
+from search.tuning import artifacts
+from search.tuning.artifacts import STUDY_CURVES_ID, TrialArtifacts, plot_curves
 
 HISTORY = {
     "accuracy": [0.3, 0.5, 0.6, 0.7],
@@ -112,7 +112,7 @@ def test_a_dashboard_failure_never_fails_the_trial(tmp_path, sqlite_url, monkeyp
     monkeypatch.setattr(artifacts, "save_study_curves", broken)
     study = optuna.create_study(storage=sqlite_url)
     trial = study.ask(SPACE)
-    with caplog.at_level(logging.WARNING, logger="search.artifacts"):
+    with caplog.at_level(logging.WARNING, logger="search.tuning.artifacts"):
         TrialArtifacts(str(tmp_path / "artifacts"))(trial, HISTORY)
     assert "trial 0: dashboard curves not saved (OSError('disk full'))" in caplog.text
     assert len(uploaded(study, 0)) == 2  # the trial's own artifacts are there

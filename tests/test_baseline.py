@@ -9,13 +9,13 @@ import pytest
 from optuna.trial import TrialState
 from optuna_dashboard import get_note
 
-from search.config import parse_config
-from search.data import load_split
-from search.objective import Objective
-from search.runner import run_search
-from search.storage import open_storage
-from search.study import prepare_study
+from search.base.config import parse_config
+from search.learning.data import load_split
+from search.running.runner import run_search
 from search.testing import start_search, tiny_raw
+from search.tuning.objective import Objective
+from search.tuning.storage import open_storage
+from search.tuning.study import prepare_study
 
 POINT = {"l1": 0.0, "l2": 2e-4, "dropout": 0.3}  # not the default: ignoring it fails
 

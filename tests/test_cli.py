@@ -9,7 +9,7 @@ import optuna
 import pytest
 import yaml
 
-from search.cli import build_parser, main
+from search.interfaces.cli import build_parser, main
 from search.testing import REPO, tiny_raw
 
 TF_NOISE = ("absl", "cuInit", "oneDNN", "cudart", "I0000", "E0000", "W0000")  # TensorFlow's C++ lines
@@ -109,7 +109,7 @@ def test_a_search_prints_a_line_per_trial_and_a_summary(tmp_path, cifar_dir):
 
 
 def test_tensorflow_loads_quietly_unless_verbose():
-    load = ("import sys; from search.quiet import set_verbosity, import_tensorflow; "
+    load = ("import sys; from search.learning.quiet import set_verbosity, import_tensorflow; "
             "set_verbosity({}); import_tensorflow(); import tensorflow as tf; "
             "tf.config.list_physical_devices('GPU'); print('after', file=sys.stderr)")
     # an inherited level 2 (bench sets it) would let CUDA's "failed call to cuInit" through
@@ -142,9 +142,9 @@ def test_a_worker_joins_a_study_with_the_config_stored_on_it(tmp_path, cifar_dir
 
 def add_study(url, tmp_path, name, states=()):
     """A study as ``search`` creates it, with trials in ``states`` (in this order, no training)."""
-    from search.config import parse_config
-    from search.storage import open_storage
-    from search.study import prepare_study
+    from search.base.config import parse_config
+    from search.tuning.storage import open_storage
+    from search.tuning.study import prepare_study
 
     study, _ = prepare_study(parse_config(tiny_raw(tmp_path, study_name=name), name), open_storage(url))
     space = {p: optuna.distributions.FloatDistribution(1e-6, 1e-2, log=True) for p in ("l1", "l2")}

@@ -3,8 +3,14 @@ from pathlib import Path
 
 import pytest
 
-from search.config import Param, SearchSpace, SuccessiveHalvingPruner, load_config, parse_config
-from search.errors import UsageError
+from search.base.config import (
+    Param,
+    SearchSpace,
+    SuccessiveHalvingPruner,
+    load_config,
+    parse_config,
+)
+from search.base.errors import UsageError
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-
 import optuna
 import pytest
 from optuna.trial import TrialState
 from optuna_dashboard import get_note
 
-from search.cli import main
-from search.compare import run_key
-from search.config import parse_config
-from search.confirm import confirm, confirm_seed
-from search.errors import UsageError
-from search.storage import open_storage
-from search.study import prepare_study, stored_config
+from search.base.config import parse_config
+from search.base.errors import UsageError
+from search.base.seeds import derive_seed
+from search.interfaces.cli import main
+from search.results.compare import run_key
+from search.results.confirm import confirm, confirm_seed
 from search.testing import tiny_raw
-from search.seeds import derive_seed
+from search.tuning.storage import open_storage
+from search.tuning.study import prepare_study, stored_config
 from tests.test_export import add_trials
 
 BASELINE = {"l1": 0.0, "l2": 2e-4, "dropout": 0.3}

@@ -18,13 +18,12 @@ import optuna
 import pytest
 from optuna.artifacts import upload_artifact
 
-from search.storage import artifact_store
-from search.config import parse_config
-from search.cli import main
-from search.dashboard import READ_ONLY, WRONG_HOST, Guard, allowed_hosts
-from search.runner import run_search
-from search.storage import open_storage
+from search.base.config import parse_config
+from search.interfaces.cli import main
+from search.interfaces.dashboard import READ_ONLY, WRONG_HOST, Guard, allowed_hosts
+from search.running.runner import run_search
 from search.testing import REPO, tiny_raw
+from search.tuning.storage import artifact_store, open_storage
 from tests.conftest import REQUIRE_SERVICES
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from search import data
-from search.config import Data
-from search.errors import UsageError
+from search.base.config import Data
+from search.base.errors import UsageError
+from search.learning import data
 from search.testing import synthetic_images, write_batch
 
 REAL = Path("/work/shared/datasets/cifar10/cifar-10-batches-py")

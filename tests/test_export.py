@@ -9,17 +9,17 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from scipy import stats
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
+from scipy import stats
 
-from search.cli import main
-from search.config import StudyConfig
-from search.confirm import companion_config
-from search.export import export
-from search.report import write_reports
-from search.storage import open_storage
-from search.study import PACKAGES, prepare_study
+from search.base.config import StudyConfig
+from search.interfaces.cli import main
+from search.results.confirm import companion_config
+from search.results.export import export
+from search.results.report import write_reports
+from search.tuning.storage import open_storage
+from search.tuning.study import PACKAGES, prepare_study
 
 
 def add_trials(study: optuna.Study, config: StudyConfig, values: list[float | None]) -> None:

@@ -18,16 +18,16 @@ import yaml
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import TrialState
 
-from search import objective as objective_module
-from search import storage as storage_module
-from search.cli import main
-from search.config import parse_config
-from search.data import load_split
-from search.errors import StorageUnavailable
-from search.faults import storage_failure
-from search.objective import Objective
-from search.storage import open_storage
+from search.base.config import parse_config
+from search.base.errors import StorageUnavailable
+from search.interfaces.cli import main
+from search.learning.data import load_split
 from search.testing import REPO, tiny_raw
+from search.tuning import objective as objective_module
+from search.tuning import storage as storage_module
+from search.tuning.faults import storage_failure
+from search.tuning.objective import Objective
+from search.tuning.storage import open_storage
 
 FULL = OSError(errno.ENOSPC, "No space left on device")
 
@@ -205,7 +205,7 @@ def capped(real_prepare):
 
 
 def test_a_full_disk_is_told_as_such(cli_args, sqlite_url):
-    setup = ("from search import runner\nobjective_module.fit = played_fit([0.25, 0.5])\n"
+    setup = ("from search.running import runner\nobjective_module.fit = played_fit([0.25, 0.5])\n"
              "runner.prepare_study = capped(runner.prepare_study)")
     result = patched_cli(setup, cli_args(20))  # each trial adds rows: one soon needs a new page
     assert result.returncode == 3, result.stderr

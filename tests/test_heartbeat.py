@@ -14,11 +14,11 @@ import sqlalchemy
 from optuna.storages._rdb.models import TrialHeartbeatModel
 from optuna.trial import TrialState
 
-from search.config import parse_config
-from search.storage import StudyStorage, open_storage
-from search.study import prepare_study
+from search.base.config import parse_config
+from search.running.workers import Budget, WorkerSpec, run_worker
 from search.testing import tiny_raw
-from search.workers import Budget, WorkerSpec, run_worker
+from search.tuning.storage import StudyStorage, open_storage
+from search.tuning.study import prepare_study
 
 BACKENDS = ["sqlite_url", "postgres_url", "mysql_url"]
 

@@ -1,17 +1,25 @@
-"""The layers hold: low modules load no high ones, and the TensorFlow registry shim works."""
+"""The layers hold: each subpackage imports only those below it (import-linter's contracts in
+``pyproject.toml``), low modules load no heavy package, and the TensorFlow registry shim works."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from search import _gradients
-from search.config import Training
+from search.base.config import Training
+from search.learning import _gradients
 from search.testing import REPO
+
+
+def test_the_import_contracts_are_kept():
+    lint = subprocess.run([str(Path(sys.executable).parent / "lint-imports")], cwd=REPO,
+                          capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
 
 
 def loaded_after(module: str) -> set[str]:
@@ -24,23 +32,23 @@ def loaded_after(module: str) -> set[str]:
 
 @pytest.mark.parametrize("module, forbidden", [
     ("search", {"tensorflow", "keras", "optuna", "sqlalchemy"}),
-    ("search.config", {"tensorflow", "keras", "optuna", "sqlalchemy"}),
-    ("search.data", {"tensorflow", "keras", "optuna", "sqlalchemy"}),
-    ("search.training", {"optuna", "sqlalchemy"}),
-    ("search.retrain", {"optuna", "tensorflow"}),
+    ("search.base.config", {"tensorflow", "keras", "optuna", "sqlalchemy"}),
+    ("search.learning.data", {"tensorflow", "keras", "optuna", "sqlalchemy"}),
+    ("search.learning.training", {"optuna", "sqlalchemy"}),
+    ("search.results.retrain", {"optuna", "tensorflow"}),
 ])
 def test_importing_a_low_layer_loads_no_higher_one(module, forbidden):
     assert loaded_after(module) & forbidden == set()
 
 
 def test_training_loads_tensorflow_and_nothing_of_optuna():
-    assert loaded_after("search.training") == {"tensorflow", "keras"}
+    assert loaded_after("search.learning.training") == {"tensorflow", "keras"}
 
 
 def tiny_fit(seed: int) -> None:
     import tensorflow as tf
 
-    from search.training import fit, seeded_model
+    from search.learning.training import fit, seeded_model
 
     rng = np.random.default_rng(seed)
     x = tf.constant(rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8))
@@ -52,7 +60,7 @@ def tiny_fit(seed: int) -> None:
 
 def test_fits_leave_no_gradient_functions_behind():
     registry = _gradients._registry()
-    assert registry is not None, "TensorFlow moved its gradient registry: update search/_gradients.py"
+    assert registry is not None, "TensorFlow moved its gradient registry: update search/learning/_gradients.py"
     tiny_fit(0)
     before = len(registry)
     for seed in (1, 2, 3):

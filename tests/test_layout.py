@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from search.cli import build_parser
-from search.config import Data
-from search import layout
-from search.layout import Plan, plan_workers, worker_bytes
+from search.base.config import Data
+from search.interfaces.cli import build_parser
+from search.running import layout
+from search.running.layout import Plan, plan_workers, worker_bytes
 
 GB = 10**9
 WORKER = int(1.2 * GB)

@@ -1,8 +1,8 @@
 import keras
 import pytest
 
-from search.config import Training
-from search.model import build_model
+from search.base.config import Training
+from search.learning.model import build_model
 
 
 def test_tutorial_architecture_and_parameter_count():

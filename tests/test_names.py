@@ -8,15 +8,15 @@ import optuna
 import pytest
 import yaml
 
-from search.cli import main
-from search.config import parse_config
-from search.errors import UsageError
-from search.export import export
-from search.names import MAX_LENGTH, check_name, inside
-from search.retrain import read_export, resolve_export
-from search.storage import open_storage
-from search.study import prepare_study
+from search.base.config import parse_config
+from search.base.errors import UsageError
+from search.base.names import MAX_LENGTH, check_name, inside
+from search.interfaces.cli import main
+from search.results.export import export
+from search.results.retrain import read_export, resolve_export
 from search.testing import tiny_raw
+from search.tuning.storage import open_storage
+from search.tuning.study import prepare_study
 from tests.test_export import add_trials
 
 BAD = [

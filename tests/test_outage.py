@@ -11,9 +11,9 @@ import psycopg
 import pytest
 import sqlalchemy
 
-from search import storage as storage_module
-from search.errors import StorageUnavailable
-from search.storage import open_storage
+from search.base.errors import StorageUnavailable
+from search.tuning import storage as storage_module
+from search.tuning.storage import open_storage
 
 
 class Proxy:

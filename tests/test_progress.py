@@ -11,7 +11,7 @@ import termios
 import optuna
 import pytest
 
-from search.progress import Monitor
+from search.running.progress import Monitor
 
 EPOCHS = 3
 

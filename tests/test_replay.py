@@ -10,10 +10,10 @@ import optuna
 import pytest
 
 from bench import replay
-from search import config as cfg
-from search.errors import UsageError
-from search.storage import open_storage
-from search.study import prepare_study
+from search.base import config as cfg
+from search.base.errors import UsageError
+from search.tuning.storage import open_storage
+from search.tuning.study import prepare_study
 
 EPOCHS = 20
 ORDERS = 6  # not the default 20: a replay that ignores --orders fails

@@ -9,11 +9,16 @@ import re
 import pytest
 from plotly.offline import get_plotlyjs
 
-from search.cli import main
-from search.errors import UsageError
-from search.report import MIN_TRIALS_FOR_IMPORTANCES, PLOTLY_JS, PLOTS, write_reports
-from search.storage import open_storage
-from search.study import prepare_study
+from search.base.errors import UsageError
+from search.interfaces.cli import main
+from search.results.report import (
+    MIN_TRIALS_FOR_IMPORTANCES,
+    PLOTLY_JS,
+    PLOTS,
+    write_reports,
+)
+from search.tuning.storage import open_storage
+from search.tuning.study import prepare_study
 from tests.test_export import add_trials  # trials without training
 
 

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import yaml
 
-from search.cli import main
-from search.config import parse_config
-from search.errors import UsageError
-from search.export import export
-from search.retrain import describe, read_export, resolve_export, retrain
-from search.runner import run_search
+from search.base.config import parse_config
+from search.base.errors import UsageError
+from search.interfaces.cli import main
+from search.results.export import export
+from search.results.retrain import describe, read_export, resolve_export, retrain
+from search.running.runner import run_search
 from search.testing import tiny_raw
 
 OUTPUTS = {"model.keras", "history.json", "curves.png", "metrics.json"}
@@ -163,7 +163,7 @@ def test_retraining_turns_a_value_below_off_below_off(tmp_path, cifar_dir, monke
         built.append(params)
         raise RuntimeError("built")
 
-    monkeypatch.setattr("search.training.seeded_model", stop)
+    monkeypatch.setattr("search.learning.training.seeded_model", stop)
     with pytest.raises(RuntimeError, match="built"):
         retrain(path, str(cifar_dir))
     assert built == [{"l1": 0.0, "l2": 2e-3, "dropout": 0.3}]

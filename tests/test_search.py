@@ -8,15 +8,15 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from search import workers
-from search.cli import main
-from search.config import parse_config
-from search.data import load_split
-from search.errors import UsageError
-from search.runner import run_search
-from search.storage import open_storage
-from search.study import make_pruner, prepare_study
+from search.base.config import parse_config
+from search.base.errors import UsageError
+from search.interfaces.cli import main
+from search.learning.data import load_split
+from search.running import workers
+from search.running.runner import run_search
 from search.testing import make_cifar_folder, synthetic_images, tiny_raw, write_batch
+from search.tuning.storage import open_storage
+from search.tuning.study import make_pruner, prepare_study
 
 ATTRS = {"n_params", "epochs_run", "best_epoch", "seconds_per_epoch", "last_train_accuracy",
          "last_val_accuracy", "last_train_loss", "last_val_loss", "seed"}

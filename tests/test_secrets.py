@@ -17,10 +17,9 @@ import optuna
 import pytest
 import yaml
 
-from search.cli import main
-from search.storage import mask, scrub
-from search.testing import make_cifar_folder, wait_for_running
-from search.testing import REPO, tiny_raw
+from search.interfaces.cli import main
+from search.testing import REPO, make_cifar_folder, tiny_raw, wait_for_running
+from search.tuning.storage import mask, scrub
 
 TOKEN = "Zq9x"  # in every form of the passwords below: as typed, escaped or decoded
 PASSWORD = f"p%40{TOKEN}:w/rd"  # a literal '%40', ':' and '/': each escaping level shows

@@ -55,7 +55,7 @@ def test_a_stop_signal_fails_the_running_trial_with_its_reason(signum, workers, 
 
 def test_a_second_signal_exits_at_once():
     code = ("import os, signal, time\n"
-            "from search.workers import clean_stop, stop_requested\n"
+            "from search.running.workers import clean_stop, stop_requested\n"
             "with clean_stop():\n"
             "    os.kill(os.getpid(), signal.SIGINT)\n"
             "    time.sleep(0.2)\n"

@@ -9,10 +9,10 @@ import pytest
 import sqlalchemy
 import yaml
 
-from search.cli import main
-from search.config import Storage
+from search.base.config import Storage
+from search.interfaces.cli import main
 from search.testing import tiny_raw
-from search.storage import mask, open_storage
+from search.tuning.storage import mask, open_storage
 
 SECRET = "s3cret-pw"
 

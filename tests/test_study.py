@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import optuna
 
-from search import config as cfg
-from search.study import make_pruner, make_sampler
+from search.base import config as cfg
+from search.tuning.study import make_pruner, make_sampler
 
 
 def test_samplers():

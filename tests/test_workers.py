@@ -14,16 +14,16 @@ import yaml
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from search import study as study_module
-from search.cli import main
-from search.config import parse_config
-from search.progress import Monitor
-from search.runner import run_search, summary
-from search.storage import open_storage
-from search.study import prepare_study
+from search.base.config import parse_config
+from search.base.seeds import derive_seed
+from search.interfaces.cli import main
+from search.running.progress import Monitor
+from search.running.runner import run_search, summary
+from search.running.workers import Budget, WorkerSpec, launch_seed, place_workers
 from search.testing import REPO, start_search, tiny_raw
-from search.seeds import derive_seed
-from search.workers import Budget, WorkerSpec, launch_seed, place_workers
+from search.tuning import study as study_module
+from search.tuning.storage import open_storage
+from search.tuning.study import prepare_study
 
 
 def start(tmp_path: Path, cifar_dir: Path, url: str, trials: int, workers: int,
@@ -141,9 +141,9 @@ def test_the_summary_and_progress_speak_of_this_launch_only(tmp_path, sqlite_url
 RACER = """
 import sys, time
 from pathlib import Path
-import search.runner
-search.runner.run_worker = lambda *args, **kwargs: 0  # the creation is what races: no trials
-from search.cli import main
+import search.running.runner
+search.running.runner.run_worker = lambda *args, **kwargs: 0  # the creation is what races: no trials
+from search.interfaces.cli import main
 Path(sys.argv[1]).touch()
 while not Path(sys.argv[2]).exists():
     time.sleep(0.001)

@@ -12,12 +12,13 @@ from typing import Annotated
 
 from pydantic import AfterValidator
 
-from search.errors import UsageError
+from search.base.errors import UsageError
 
 # ASCII letters, digits, '.', '_' and '-', starting with a letter or digit: no separator, no
 # '..', no leading '-' or '.', no control or look-alike characters, the same on every file system.
 PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 MAX_LENGTH = 100
+CONFIRMS = "confirms"  # user attr of a companion study: the study whose trials it confirms
 RULE = f"use up to {MAX_LENGTH} letters, digits, '.', '_' and '-', starting with a letter or digit"
 
 
@@ -61,3 +62,8 @@ def inside(root: Path, name: str, suffix: str = "") -> Path:
     if path.resolve().parent != base:  # e.g. a symlink planted at root/name
         raise UsageError(f"{path}: resolves outside {root}; remove it or choose another name")
     return path
+
+
+def companion_name(study_name: str) -> str:
+    """The study that holds the confirmation runs of ``study_name``."""
+    return f"{study_name}.confirm"

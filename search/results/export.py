@@ -14,14 +14,20 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
-from search.compare import BASELINE, Runs, baseline_trial, companion_name, load_confirmations, ranking
-from search.config import PARAMS, StudyConfig
-from search.errors import UsageError
-from search.paths import EXPORTS
-from search.names import inside
-from search.stats import gain
-from search.storage import open_storage
-from search.study import stored_config
+from search.base.config import PARAMS, StudyConfig
+from search.base.errors import UsageError
+from search.base.names import companion_name, inside
+from search.base.paths import EXPORTS
+from search.base.stats import gain
+from search.results.compare import (
+    BASELINE,
+    Runs,
+    baseline_trial,
+    load_confirmations,
+    ranking,
+)
+from search.tuning.storage import open_storage
+from search.tuning.study import stored_config
 
 UNCONFIRMED = (
     "unconfirmed: ranked by one training run per trial, at the seed it was searched with; "

@@ -13,12 +13,12 @@ import math
 import os
 import sys
 
-from search.errors import SearchError, UsageError
-from search.names import check_name
-from search.quiet import set_verbosity
+from search.base.errors import SearchError, UsageError
+from search.base.names import check_name
+from search.learning.quiet import set_verbosity
 
 DEFAULT_CONFIG = "study_configs/cifar10.yaml"
-DEFAULT_URL = "sqlite:///storage/optuna.db"  # search.storage.DEFAULT_URL, which loads Optuna
+DEFAULT_URL = "sqlite:///storage/optuna.db"  # search.tuning.storage.DEFAULT_URL, which loads Optuna
 
 
 class _Parser(argparse.ArgumentParser):
@@ -52,7 +52,7 @@ def _name(text: str) -> str:
 
 
 def _workers(text: str) -> int | None:
-    """``auto`` (None: the layout ``search.layout`` plans) or a number of workers."""
+    """``auto`` (None: the layout ``search.running.layout`` plans) or a number of workers."""
     if text.strip().lower() == "auto":
         return None
     try:
@@ -182,9 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _study_name(args: argparse.Namespace, command: str) -> str:
     """STUDY, else the study CONFIG names, else the only or most recent one (said in one line)."""
-    from search.config import load_config
-    from search.pick import pick_study
-    from search.storage import open_storage
+    from search.base.config import load_config
+    from search.tuning.pick import pick_study
+    from search.tuning.storage import open_storage
 
     name = args.study or (load_config(args.config).study_name if args.config else None)
     name, note = pick_study(open_storage(args.storage, read_only=True), name, command)
@@ -194,8 +194,8 @@ def _study_name(args: argparse.Namespace, command: str) -> str:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from search.config import load_config
-    from search.runner import run_search
+    from search.base.config import load_config
+    from search.running.runner import run_search
 
     config = load_config(args.config)
     return run_search(config, args.trials, args.workers, args.storage, args.study, args.data_dir,
@@ -203,10 +203,10 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from search.config import load_config
-    from search.runner import run_search
-    from search.storage import open_storage
-    from search.study import stored_config
+    from search.base.config import load_config
+    from search.running.runner import run_search
+    from search.tuning.storage import open_storage
+    from search.tuning.study import stored_config
 
     name = _study_name(args, "worker")
     storage = open_storage(args.storage, read_only=True)
@@ -216,8 +216,8 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _dashboard(args: argparse.Namespace) -> int:
-    from search.config import load_config
-    from search.dashboard import serve
+    from search.base.config import load_config
+    from search.interfaces.dashboard import serve
 
     artifacts = args.artifacts or load_config(args.config).storage.artifacts
     return serve(
@@ -226,7 +226,7 @@ def _dashboard(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from search.export import export
+    from search.results.export import export
 
     name = _study_name(args, "export")
     for path in export(args.storage, name, args.top):
@@ -235,15 +235,15 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _confirm(args: argparse.Namespace) -> int:
-    from search.confirm import confirm
+    from search.results.confirm import confirm
 
     name = _study_name(args, "confirm")
     return confirm(args.storage, name, args.top, args.seeds, args.workers, args.data_dir, args.runs)
 
 
 def _retrain(args: argparse.Namespace) -> int:
-    from search.quiet import import_tensorflow
-    from search.retrain import describe, resolve_export, retrain
+    from search.learning.quiet import import_tensorflow
+    from search.results.retrain import describe, resolve_export, retrain
 
     if args.config or args.study:
         path = resolve_export(args.config, args.study)
@@ -258,7 +258,7 @@ def _retrain(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     import optuna
 
-    from search.report import write_reports
+    from search.results.report import write_reports
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # the plots' warnings repeat the page
     name = _study_name(args, "report") if args.study or args.config else None  # else every study

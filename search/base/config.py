@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, ValidationInfo
-from pydantic import field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from search.errors import UsageError
-from search.names import StudyName
-from search.yamlfile import read_yaml
+from search.base.errors import UsageError
+from search.base.names import StudyName
+from search.base.yamlfile import read_yaml
+
+if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
 
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]  # what NumPy, Keras and scikit-learn accept
 CLASSES = 10
@@ -261,3 +273,20 @@ def load_config(path: str | Path) -> StudyConfig:
     """Read and validate a study config file."""
     path = Path(path)
     return parse_config(read_yaml(path), str(path))
+
+
+def _number(value: Any) -> bool:
+    return type(value) in (int, float) and math.isfinite(value)
+
+
+def shown_params(trial: FrozenTrial) -> str:
+    """``l1 off, l2 0.001, dropout 0.5``: the values the model used (``effective_params``)."""
+    values = trial.user_attrs.get("effective_params")
+    if not isinstance(values, dict) or not all(_number(values.get(p)) for p in PARAMS):
+        values = trial.params
+    shown = [
+        f"{name} off" if values[name] == 0 and name != "dropout" else f"{name} {values[name]:.3g}"
+        for name in PARAMS
+        if _number(values.get(name))
+    ]
+    return ", ".join(shown) or "no parameters yet"

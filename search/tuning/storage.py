@@ -17,8 +17,8 @@ from optuna.artifacts import FileSystemArtifactStore
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 
-from search.config import Storage
-from search.errors import StorageUnavailable, UsageError
+from search.base.config import Storage
+from search.base.errors import StorageUnavailable, UsageError
 
 DEFAULT_URL = "sqlite:///storage/optuna.db"
 RECONNECT_SECONDS = 60.0

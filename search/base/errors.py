@@ -1,4 +1,4 @@
-"""The errors users see, each reported in one line with its own exit code (see ``search.cli``)."""
+"""The errors users see, each reported in one line with its own exit code (see ``search.interfaces.cli``)."""
 
 
 class SearchError(Exception):

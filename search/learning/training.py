@@ -14,10 +14,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from search._gradients import released_gradients
-from search.config import Training
-from search.errors import Interrupted
-from search.model import build_model
+from search.base.config import Training
+from search.base.errors import Interrupted
+from search.learning._gradients import released_gradients
+from search.learning.model import build_model
 
 
 def make_dataset(

@@ -18,19 +18,19 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from search.config import StudyConfig
-from search.data import Split, load_split
-from search.errors import Interrupted, SearchError
-from search.layout import threads_per_worker
+from search.base.config import StudyConfig
+from search.base.errors import Interrupted, SearchError
+from search.learning.data import Split, load_split
+from search.running.layout import threads_per_worker
 
 if TYPE_CHECKING:
-    from search.storage import StudyStorage
+    from search.tuning.storage import StudyStorage
 
 EXIT_INTERRUPTED = 130
 # Workers are forked from a server that has imported TensorFlow once (its runtime is not started
 # until a worker uses it): 4 workers start in about the time of one, and share those pages.
 CONTEXT = mp.get_context("forkserver")
-CONTEXT.set_forkserver_preload(["search._preload"])
+CONTEXT.set_forkserver_preload(["search.running._preload"])
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 MAX_FAILURES_IN_A_ROW = 3  # failed trials, over all the workers of a command, that stop it
 
@@ -146,18 +146,18 @@ def run_worker(
 
     The in-process path (one worker) passes the split and the storage it already opened.
     """
-    from search.quiet import import_tensorflow
+    from search.learning.quiet import import_tensorflow
 
     import_tensorflow()
     import optuna
     import tensorflow as tf
 
-    from search.artifacts import TrialArtifacts
-    from search.faults import GuardedObjective, storage_failures, told_briefly
-    from search.objective import Objective
-    from search.storage import open_storage
-    from search.study import make_pruner, make_sampler
-    from search.seeds import derive_seed
+    from search.base.seeds import derive_seed
+    from search.tuning.artifacts import TrialArtifacts
+    from search.tuning.faults import GuardedObjective, storage_failures, told_briefly
+    from search.tuning.objective import Objective
+    from search.tuning.storage import open_storage
+    from search.tuning.study import make_pruner, make_sampler
 
     if spec.threads:
         tf.config.threading.set_intra_op_parallelism_threads(spec.threads)

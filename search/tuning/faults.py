@@ -12,8 +12,8 @@ from typing import Any, Callable
 
 import optuna
 
-from search.errors import Interrupted, StorageUnavailable, TrialsFailing, one_line
-from search.storage import STORAGE_ERRORS, StudyStorage
+from search.base.errors import Interrupted, StorageUnavailable, TrialsFailing, one_line
+from search.tuning.storage import STORAGE_ERRORS, StudyStorage
 
 # The first line of the driver's error (lower case) -> what it means, for the one-line message.
 _STORAGE_FAULTS = (

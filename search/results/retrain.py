@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, PositiveInt, ValidationError
 
-from search.config import Point, Seed, StudyConfig, first_error, parse_config
-from search.errors import UsageError
-from search.paths import EXPORTS
-from search.names import StudyName, inside
-from search.stats import describe_gain, describe_spread, gain, spread
-from search.yamlfile import read_yaml
+from search.base.config import Point, Seed, StudyConfig, first_error, parse_config
+from search.base.errors import UsageError
+from search.base.names import StudyName, inside
+from search.base.paths import EXPORTS
+from search.base.stats import describe_gain, describe_spread, gain, spread
+from search.base.yamlfile import read_yaml
 
 SEED_STREAM = 2  # retraining seeds: (study seed, 0 chosen / 1 baseline, seed index, SEED_STREAM)
 
@@ -91,7 +91,7 @@ def _train(
     """One training of ``point`` with ``seed``, tested once: the model and what the run gives."""
     import keras
 
-    from search.training import fit, seeded_model
+    from search.learning.training import fit, seeded_model
 
     model = seeded_model(config.search_space.effective(point.model_dump()), config.training, seed)
     history = keras.callbacks.History()
@@ -114,10 +114,10 @@ def retrain(
     seed). The chosen config's first run gives ``model.keras``, ``history.json`` and
     ``curves.png``; ``metrics.json`` has every run, mean ± std of both, and the gain.
     """
-    from search.artifacts import plot_curves
-    from search.data import load_test, load_train, resolve_data_dir, split
-    from search.seeds import derive_seed
-    from search.training import make_dataset
+    from search.base.seeds import derive_seed
+    from search.learning.data import load_test, load_train, resolve_data_dir, split
+    from search.learning.training import make_dataset
+    from search.tuning.artifacts import plot_curves
 
     export = read_export(path)
     # An export from before baselines has none; retraining does not need one.

@@ -7,9 +7,9 @@ from datetime import datetime
 
 from optuna.trial import TrialState
 
-from search.compare import CONFIRMS
-from search.errors import UsageError
-from search.storage import StudyStorage
+from search.base.errors import UsageError
+from search.base.names import CONFIRMS
+from search.tuning.storage import StudyStorage
 
 SHOWN = 10  # studies listed in an error, at most
 

@@ -6,7 +6,6 @@ What a study holds is read defensively: attrs of the wrong type are ignored, nev
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
@@ -14,18 +13,13 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from search.config import PARAMS
-from search.errors import UsageError
-from search.stats import describe_gain, describe_spread, gain, spread
-from search.storage import StudyStorage
+from search.base.config import shown_params
+from search.base.errors import UsageError
+from search.base.names import CONFIRMS, companion_name
+from search.base.stats import describe_gain, describe_spread, gain, spread
+from search.tuning.storage import StudyStorage
 
 BASELINE = "baseline"  # what the baseline's confirmation runs confirm
-CONFIRMS = "confirms"  # user attr of a companion study: the study whose trials it confirms
-
-
-def companion_name(study_name: str) -> str:
-    """The study that holds the confirmation runs of ``study_name``."""
-    return f"{study_name}.confirm"
 
 
 def is_baseline(trial: FrozenTrial) -> bool:
@@ -37,23 +31,6 @@ def baseline_trial(study: optuna.Study) -> FrozenTrial | None:
     marked = [t for t in study.get_trials(deepcopy=False) if is_baseline(t)]
     complete = [t for t in marked if t.state == TrialState.COMPLETE]
     return (complete or marked or [None])[0]
-
-
-def _number(value: Any) -> bool:
-    return type(value) in (int, float) and math.isfinite(value)
-
-
-def shown_params(trial: FrozenTrial) -> str:
-    """``l1 off, l2 0.001, dropout 0.5``: the values the model used (``effective_params``)."""
-    values = trial.user_attrs.get("effective_params")
-    if not isinstance(values, dict) or not all(_number(values.get(p)) for p in PARAMS):
-        values = trial.params
-    shown = [
-        f"{name} off" if values[name] == 0 and name != "dropout" else f"{name} {values[name]:.3g}"
-        for name in PARAMS
-        if _number(values.get(name))
-    ]
-    return ", ".join(shown) or "no parameters yet"
 
 
 def run_key(attrs: dict[str, Any]) -> tuple[int | str, int] | None:

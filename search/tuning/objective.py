@@ -12,10 +12,16 @@ import optuna
 import tensorflow as tf
 from optuna_integration.keras import KerasPruningCallback
 
-from search.config import PARAMS, SearchSpace, StudyConfig
-from search.data import Split
-from search.seeds import derive_seed
-from search.training import EpochTimer, StopOnRequest, fit, seeded_model, summarize
+from search.base.config import PARAMS, SearchSpace, StudyConfig
+from search.base.seeds import derive_seed
+from search.learning.data import Split
+from search.learning.training import (
+    EpochTimer,
+    StopOnRequest,
+    fit,
+    seeded_model,
+    summarize,
+)
 
 
 class EpochPruningCallback(KerasPruningCallback):

@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from search.errors import UsageError
+from search.base.errors import UsageError
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

@@ -13,10 +13,10 @@ from typing import Any, Iterator
 import optuna
 from optuna.study import StudyDirection
 
-from search import config as cfg
-from search.data import describe
-from search.errors import UsageError
-from search.storage import StudyStorage
+from search.base import config as cfg
+from search.base.errors import UsageError
+from search.learning.data import describe
+from search.tuning.storage import StudyStorage
 
 PACKAGES = ("tensorflow", "keras", "optuna", "optuna-integration", "optuna-dashboard", "sqlalchemy")
 DEFINITION_WAIT_SECONDS = 10.0  # how long a joining command waits for a racing creator
@@ -118,7 +118,7 @@ def prepare_study(
     data: dict[str, Any] | None = None,
 ) -> tuple[optuna.Study, bool]:
     """Create the study, or resume it if its recorded definition matches ``config`` and its
-    recorded training data matches ``data`` (``search.data.fingerprint``).
+    recorded training data matches ``data`` (``search.learning.data.fingerprint``).
 
     Creation is atomic: of several commands starting the same study at once, exactly one
     creates it and records its definition; the others check theirs against it. Returns the

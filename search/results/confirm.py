@@ -15,13 +15,19 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from search.compare import BASELINE, CONFIRMS, baseline_trial, companion_name, is_baseline
-from search.compare import outcome_lines, run_key
-from search.config import StudyConfig, parse_config
-from search.errors import UsageError
-from search.seeds import derive_seed
-from search.storage import StudyStorage, open_storage
-from search.study import prepare_study, stored_config
+from search.base.config import StudyConfig, parse_config
+from search.base.errors import UsageError
+from search.base.names import CONFIRMS, companion_name
+from search.base.seeds import derive_seed
+from search.results.compare import (
+    BASELINE,
+    baseline_trial,
+    is_baseline,
+    outcome_lines,
+    run_key,
+)
+from search.tuning.storage import StudyStorage, open_storage
+from search.tuning.study import prepare_study, stored_config
 
 # Confirmation seeds: (study seed, configuration, seed index, SEED_STREAM). The stream goes last
 # and is not 0: SeedSequence pads with zeros, so (s, 1, 0, 0) would be trial 1's (s, 1).
@@ -87,9 +93,9 @@ def confirm(
     runs: int | None = None,
 ) -> int:
     """Run the missing confirmation runs (at most ``runs`` of them now); return the exit code."""
-    from search.dashboard import save_study_note
-    from search.data import load_split
-    from search.runner import run_search
+    from search.learning.data import load_split
+    from search.results.notes import save_study_note
+    from search.running.runner import run_search
 
     config = stored_config(open_storage(storage_url, read_only=True), study_name)
     storage = open_storage(storage_url, config.storage)

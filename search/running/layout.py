@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import NamedTuple
 
-from search.config import Data
+from search.base.config import Data
 
 GIB = 2**30
 IMAGE_BYTES = 32 * 32 * 3

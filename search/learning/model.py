@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import layers, regularizers
 
-from search.config import Training
+from search.base.config import Training
 
 
 def build_model(l1: float, l2: float, dropout: float, training: Training) -> keras.Model:

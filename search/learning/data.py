@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from search.config import Data
-from search.errors import UsageError
+from search.base.config import Data
+from search.base.errors import UsageError
 
 ORIGIN = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 ORIGIN_SHA256 = "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"
@@ -50,7 +50,7 @@ def resolve_data_dir(data_dir: str | Path | None) -> Path:
 
 
 def _keras_cache() -> Path:
-    from search.quiet import import_tensorflow
+    from search.learning.quiet import import_tensorflow
 
     import_tensorflow()  # Keras loads it
     from keras.utils import get_file

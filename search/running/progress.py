@@ -18,7 +18,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
-from search.storage import STORAGE_ERRORS
+from search.tuning.storage import STORAGE_ERRORS
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 STATUS_EVERY = 300.0  # seconds between status lines when the output is not a terminal

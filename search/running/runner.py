@@ -9,17 +9,14 @@ from collections import Counter
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from search.compare import outcome_lines, shown_params
-from search.config import StudyConfig
-from search.dashboard import save_study_note
-from search.data import load_split
-from search.errors import SearchError, StorageUnavailable
-from search.faults import storage_failures
-from search.layout import available_memory, plan_workers, worker_bytes
-from search.progress import Monitor, launched
-from search.storage import StudyStorage, check_artifact_folder, open_storage
-from search.study import prepare_study
-from search.workers import (
+from search.base.config import StudyConfig, shown_params
+from search.base.errors import SearchError, StorageUnavailable
+from search.learning.data import load_split
+from search.results.compare import outcome_lines
+from search.results.notes import save_study_note
+from search.running.layout import available_memory, plan_workers, worker_bytes
+from search.running.progress import Monitor, launched
+from search.running.workers import (
     EXIT_INTERRUPTED,
     Budget,
     WorkerSpec,
@@ -32,6 +29,9 @@ from search.workers import (
     usable_cores,
     visible_gpus,
 )
+from search.tuning.faults import storage_failures
+from search.tuning.storage import StudyStorage, check_artifact_folder, open_storage
+from search.tuning.study import prepare_study
 
 
 def _best(trials: list[FrozenTrial]) -> FrozenTrial | None:
@@ -104,7 +104,7 @@ def run_search(
 ) -> int:
     """Run ``trials`` trials in all over ``workers`` processes (None: auto); return the exit code.
 
-    The number is capped at the trials and at what memory holds (``search.layout``). With
+    The number is capped at the trials and at what memory holds (``search.running.layout``). With
     ``timeout`` (minutes), no trial starts after that time; the running ones finish.
     ``replay``: the launch seed of an earlier command, to sample as it did (``--launch-seed``).
     """

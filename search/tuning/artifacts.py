@@ -24,9 +24,9 @@ LOSS_TITLE = "loss: cross-entropy + this trial's L1/L2 penalty"
 
 logger = logging.getLogger(__name__)
 
-from search.compare import shown_params
-from search.errors import one_line
-from search.storage import STORAGE_ERRORS, artifact_store
+from search.base.config import shown_params
+from search.base.errors import one_line
+from search.tuning.storage import STORAGE_ERRORS, artifact_store
 
 
 def plot_curves(history: dict[str, list[float]], path: Path, title: str) -> None:

@@ -14,15 +14,20 @@ import optuna
 import optuna.visualization as vis
 from optuna.trial import TrialState
 
-from search.artifacts import FINISHED, study_curves
-from search.compare import CONFIRMS, baseline_trial, load_confirmations, outcome_lines, ranking, shown_params
-from search.config import PARAMS
-from search.errors import UsageError
-from search.export import ranked, trial_entry
-from search.names import inside
-from search.paths import REPORTS
-from search.stats import describe_spread
-from search.storage import StudyStorage, open_storage
+from search.base.config import PARAMS, shown_params
+from search.base.errors import UsageError
+from search.base.names import CONFIRMS, inside
+from search.base.paths import REPORTS
+from search.base.stats import describe_spread
+from search.results.compare import (
+    baseline_trial,
+    load_confirmations,
+    outcome_lines,
+    ranking,
+)
+from search.results.export import ranked, trial_entry
+from search.tuning.artifacts import FINISHED, study_curves
+from search.tuning.storage import StudyStorage, open_storage
 
 if TYPE_CHECKING:
     from plotly.graph_objects import Figure

@@ -1,0 +1,1 @@
+"""Learning without Optuna: CIFAR-10 batches, the tutorial's CNN, training, TensorFlow's quieting."""

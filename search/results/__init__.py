@@ -1,0 +1,1 @@
+"""Results: the search against its baseline, confirmation runs, export, retraining, reports."""

@@ -1,0 +1,1 @@
+"""Running a search: how many workers, the worker processes, progress, the search command."""
