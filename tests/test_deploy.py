@@ -13,11 +13,18 @@ import contextlib
 import io
 import os
 import re
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import optuna
+import psycopg
 import pytest
 import sqlalchemy
 import yaml
@@ -37,6 +44,7 @@ SBATCH = DEPLOY / "slurm" / "workers.sbatch"
 KUBERNETES_VERSIONS = ("1.34.0", "1.37.0")
 BIN = Path(sys.executable).parent
 SEARCH_SERVICES = ("create", "worker", "dashboard")  # the compose services running the image
+REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"  # CI: fail where a test would skip
 ENV_SUBSTITUTION = re.compile(r"\$\{(\w+)(?::?[-?]([^}]*))?\}")  # compose's ${VAR}, ${VAR:-default}
 
 
@@ -76,7 +84,9 @@ def grace_seconds() -> int:
     return load_config(REPO / settings()["SEARCH_CONFIG"]).storage.grace_period
 
 
-def parse_command(args: list[str], env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> argparse.Namespace:
+def parse_command(
+    args: list[str], env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> argparse.Namespace:
     """``python -m search ARGS`` as the container's command line would parse it, with its env."""
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -179,7 +189,7 @@ def test_every_search_setting_is_an_option_of_its_command():
 
 def test_the_storage_url_comes_from_the_secret_only():
     secret = resource("Secret", "search-storage")
-    for name, pod in pod_specs().items():
+    for pod in pod_specs().values():
         for container in pod["containers"]:
             if container["image"].startswith("search:"):
                 (storage,) = [e for e in container["env"] if e["name"] == "SEARCH_STORAGE"]
@@ -245,7 +255,7 @@ def test_the_dashboard_is_read_only_and_inside_the_cluster_only(monkeypatch: pyt
 def test_pods_run_as_the_images_non_root_users():
     users = {}
     for dockerfile in DOCKERFILES:
-        (uid,) = re.findall(r"^USER (\d+)$", dockerfile.read_text(), re.M)
+        (uid,) = re.findall(r"^USER (\d+)$", dockerfile.read_text(), re.MULTILINE)
         users[dockerfile.parent.name] = int(uid)
     for name, pod in pod_specs().items():
         assert pod["securityContext"]["runAsNonRoot"] is True
@@ -253,6 +263,86 @@ def test_pods_run_as_the_images_non_root_users():
         image = "pgbouncer" if container["image"].startswith("search-pgbouncer:") else "deploy"
         assert pod["securityContext"]["runAsUser"] == users[image] != 0, name
         assert container["securityContext"]["allowPrivilegeEscalation"] is False
+
+
+def pooler_ini(text: str, database_url: str, port: int, auth_file: Path) -> str:
+    """A shipped pgbouncer.ini with only its addresses moved here: the local server, a free port."""
+    ini = configparser.ConfigParser(inline_comment_prefixes=(";",))
+    ini.read_string(text)
+    url = sqlalchemy.make_url(database_url)
+    for name, entry in ini["databases"].items():
+        fields = dict(field.split("=", 1) for field in entry.split())
+        fields.update(host=url.host, port=str(url.port), dbname=url.database)
+        ini["databases"][name] = " ".join(f"{k}={v}" for k, v in fields.items())
+    ini["pgbouncer"].update(listen_addr="127.0.0.1", listen_port=str(port), auth_file=str(auth_file))
+    lines = [f"[{section}]\n" + "".join(f"{k} = {v}\n" for k, v in ini[section].items())
+             for section in ini.sections()]
+    return "\n".join(lines)
+
+
+@contextmanager
+def pooler(ini_text: str, database_url: str, userlist: str) -> Iterator[int]:
+    """Debian's PgBouncer (the image's) on a shipped config, in front of the local PostgreSQL."""
+    binary = shutil.which("pgbouncer") or shutil.which("/usr/sbin/pgbouncer")
+    if binary is None:
+        message = "no pgbouncer (Debian package pgbouncer)"
+        if REQUIRE_SERVICES:
+            pytest.fail(message)
+        pytest.skip(message)
+    folder = Path(tempfile.mkdtemp(prefix="search-deploy-"))
+    folder.chmod(0o755)  # PgBouncer refuses to run as root: as nobody, it must read its files
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    (folder / "userlist.txt").write_text(userlist)
+    (folder / "pgbouncer.ini").write_text(pooler_ini(ini_text, database_url, port, folder / "userlist.txt"))
+    for path in folder.iterdir():
+        path.chmod(0o644)
+    user = ["-u", "nobody"] if os.geteuid() == 0 else []
+    process = subprocess.Popen([binary, *user, str(folder / "pgbouncer.ini")], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while process.poll() is None and time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        assert process.poll() is None, process.stdout.read()
+        yield port
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        shutil.rmtree(folder)
+
+
+def pooler_configs() -> dict[str, str]:
+    return {"compose": (DEPLOY / "pgbouncer" / "pgbouncer.ini").read_text(),
+            "k8s": resource("ConfigMap", "search-pgbouncer")["data"]["pgbouncer.ini"]}
+
+
+@pytest.mark.parametrize("where", ["compose", "k8s"])
+def test_the_shipped_pooler_config_serves_the_study_database(where: str, postgres_url: str):
+    """PgBouncer starts on the config as shipped (an unknown key or value stops it) and logs in
+    only with the userlist's password."""
+    user = sqlalchemy.make_url(postgres_url).username
+    with pooler(pooler_configs()[where], postgres_url, f'"{user}" "s3cret"\n') as port:
+        server = {"host": "127.0.0.1", "port": port, "dbname": "search", "user": user,
+                  "prepare_threshold": None}
+        with psycopg.connect(**server, password="s3cret", autocommit=True) as conn:
+            (database,) = conn.execute("SELECT current_database()").fetchone()
+        assert database == sqlalchemy.make_url(postgres_url).database
+        with pytest.raises(psycopg.OperationalError, match="authentication failed"):
+            psycopg.connect(**server, password="wrong")
+
+
+def test_the_shipped_pooler_secret_lets_nobody_in(postgres_url: str):
+    secret = resource("Secret", "search-pgbouncer")["stringData"]["userlist.txt"]
+    user = sqlalchemy.make_url(postgres_url).username
+    with (pooler(pooler_configs()["k8s"], postgres_url, secret) as port,
+          pytest.raises(psycopg.OperationalError, match="authentication failed")):
+        psycopg.connect(host="127.0.0.1", port=port, dbname="search", user=user, password="s3cret")
 
 
 # Dockerfiles
@@ -267,18 +357,19 @@ def test_dockerfile_passes_hadolint(dockerfile: Path):
 def test_hadolint_rejects_an_unpinned_base(tmp_path: Path):
     """The check above can fail: the same Dockerfile on ``python:latest`` is refused."""
     broken = tmp_path / "Dockerfile"
-    broken.write_text(re.sub(r"^FROM .*$", "FROM python:latest", DOCKERFILES[0].read_text(), flags=re.M))
+    unpinned = re.sub(r"^FROM .*$", "FROM python:latest", DOCKERFILES[0].read_text(), flags=re.MULTILINE)
+    broken.write_text(unpinned)
     result = hadolint(broken)
     assert result.returncode != 0 and "DL3007" in result.stdout
 
 
 def test_the_image_runs_the_service_from_the_pinned_requirements():
     text = DOCKERFILES[0].read_text()
-    (base,) = re.findall(r"^FROM python:(\d+)\.(\d+)\.\d+-slim", text, re.M)
+    (base,) = re.findall(r"^FROM python:(\d+)\.(\d+)\.\d+-slim", text, re.MULTILINE)
     assert tuple(map(int, base)) == sys.version_info[:2]  # the Python the tests run on
     assert "pip install --no-cache-dir -r requirements.txt" in text
     assert 'ENTRYPOINT ["python", "-m", "search"]' in text
-    assert not re.search(r"^(ENV|ARG)\b.*(STORAGE|PASSWORD|SECRET)", text, re.M | re.I)
+    assert not re.search(r"^(ENV|ARG)\b.*(STORAGE|PASSWORD|SECRET)", text, re.MULTILINE | re.IGNORECASE)
     ignored = set((REPO / ".dockerignore").read_text().split())
     assert {".git", ".venv", "storage", "exports", "reports", "deploy/.env", "deploy/secrets"} <= ignored
 
