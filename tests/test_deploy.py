@@ -36,7 +36,7 @@ from search.interfaces.dashboard import Guard, allowed_hosts
 from search.testing import REPO, start_search, tiny_raw
 
 DEPLOY = REPO / "deploy"
-MANIFESTS = sorted((DEPLOY / "k8s").glob("*.yaml"))
+MANIFESTS = sorted((DEPLOY / "k8s").rglob("*.yaml"))
 DOCKERFILES = [DEPLOY / "Dockerfile", DEPLOY / "pgbouncer" / "Dockerfile"]
 COMPOSE = DEPLOY / "compose.yaml"
 SBATCH = DEPLOY / "slurm" / "workers.sbatch"
@@ -132,20 +132,32 @@ def test_every_manifest_passes_strict_schema_validation(version: str):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_applying_the_folder_starts_nothing_and_overwrites_no_secret():
+    """``kubectl apply -f deploy/k8s/`` (not recursive) makes the base only: the Jobs run in their
+    order from jobs/, the placeholder Secrets stay in secrets/ for reference."""
+    kinds: dict[str, set[str]] = {}
+    for path in MANIFESTS:
+        folder = str(path.parent.relative_to(DEPLOY))
+        kinds.setdefault(folder, set()).update(d["kind"] for d in yaml.safe_load_all(path.read_text()))
+    assert kinds.keys() == {"k8s", "k8s/jobs", "k8s/secrets"}
+    assert not kinds["k8s"] & {"Secret", "Job"}
+    assert kinds["k8s/jobs"] == {"Job"} and kinds["k8s/secrets"] == {"Secret"}
+
+
 def test_strict_validation_rejects_a_misspelt_field(tmp_path: Path):
     """The check above can fail: a field Kubernetes does not know is refused, not ignored."""
     job = resource("Job", "search-workers")
     job["spec"]["completionmode"] = job["spec"].pop("completionMode")
-    broken = tmp_path / "workers-job.yaml"
+    broken = tmp_path / "workers.yaml"
     broken.write_text(yaml.safe_dump(job))
     result = kubernetes_validate([broken], KUBERNETES_VERSIONS[0])
     assert result.returncode != 0 and "completionmode" in result.stdout + result.stderr
 
 
 def test_the_gpu_variant_validates_and_requests_one_gpu(tmp_path: Path):
-    source = (DEPLOY / "k8s" / "workers-job.yaml").read_text()
+    source = (DEPLOY / "k8s" / "jobs" / "workers.yaml").read_text()
     assert "#gpu " in source
-    variant = tmp_path / "workers-job-gpu.yaml"
+    variant = tmp_path / "workers-gpu.yaml"
     variant.write_text(source.replace("#gpu ", ""))
     result = kubernetes_validate([variant], KUBERNETES_VERSIONS[0])
     assert result.returncode == 0, result.stdout + result.stderr
