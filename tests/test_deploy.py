@@ -58,9 +58,14 @@ def resource(kind: str, name: str) -> dict:
 
 
 def pod_specs() -> dict[str, dict]:
-    """Every pod template of the manifests, by the name of what owns it."""
-    return {r["metadata"]["name"]: r["spec"]["template"]["spec"]
-            for r in resources() if r["kind"] in ("Job", "Deployment")}
+    """Every pod of the manifests (a Pod's spec, or a Job's or Deployment's template), by name."""
+    return {r["metadata"]["name"]: r["spec"] if r["kind"] == "Pod" else r["spec"]["template"]["spec"]
+            for r in resources() if r["kind"] in ("Pod", "Job", "Deployment")}
+
+
+def runs_search(container: dict) -> bool:
+    """Whether a container runs the image's entrypoint, ``python -m search``."""
+    return container["image"].startswith("search:") and "command" not in container
 
 
 def settings() -> dict[str, str]:
@@ -134,13 +139,13 @@ def test_every_manifest_passes_strict_schema_validation(version: str):
 
 def test_applying_the_folder_starts_nothing_and_overwrites_no_secret():
     """``kubectl apply -f deploy/k8s/`` (not recursive) makes the base only: the Jobs run in their
-    order from jobs/, the placeholder Secrets stay in secrets/ for reference."""
+    order from jobs/, the placeholder Secrets stay in secrets/ for reference, tools/ is run by hand."""
     kinds: dict[str, set[str]] = {}
     for path in MANIFESTS:
         folder = str(path.parent.relative_to(DEPLOY))
         kinds.setdefault(folder, set()).update(d["kind"] for d in yaml.safe_load_all(path.read_text()))
-    assert kinds.keys() == {"k8s", "k8s/jobs", "k8s/secrets"}
-    assert not kinds["k8s"] & {"Secret", "Job"}
+    assert kinds.keys() == {"k8s", "k8s/jobs", "k8s/secrets", "k8s/tools"}
+    assert not kinds["k8s"] & {"Secret", "Job", "Pod"}
     assert kinds["k8s/jobs"] == {"Job"} and kinds["k8s/secrets"] == {"Secret"}
 
 
@@ -192,7 +197,7 @@ def test_every_search_setting_is_an_option_of_its_command():
     """A misspelt SEARCH_ variable would be ignored silently: each must be one the command reads."""
     for name, pod in pod_specs().items():
         for container in pod["containers"]:
-            if container["image"].startswith("search:"):
+            if runs_search(container):
                 help_text = command_help(container["args"][0])
                 names = set(env_of(container)) | {e["name"] for e in container.get("env", [])}
                 for variable in {n for n in names if n.startswith("SEARCH_")}:
@@ -203,7 +208,7 @@ def test_the_storage_url_comes_from_the_secret_only():
     secret = resource("Secret", "search-storage")
     for pod in pod_specs().values():
         for container in pod["containers"]:
-            if container["image"].startswith("search:"):
+            if runs_search(container):
                 (storage,) = [e for e in container["env"] if e["name"] == "SEARCH_STORAGE"]
                 assert storage["valueFrom"]["secretKeyRef"] == {"name": "search-storage", "key": "url"}
     assert "SEARCH_STORAGE" not in settings()
