@@ -402,6 +402,9 @@ def test_compose_services_and_their_commands(monkeypatch: pytest.MonkeyPatch):
         env = {k: interpolate(str(v)) for k, v in services[name]["environment"].items()}
         commands[name] = parse_command(services[name]["command"], env, monkeypatch)
         monkeypatch.undo()
+        help_text = command_help(services[name]["command"][0])
+        for variable in env:
+            assert f"[env {variable}]" in help_text, (name, variable)
     assert (commands["create"].command, commands["create"].trials) == ("search", 1)
     assert commands["worker"].command == "worker" and services["worker"]["deploy"]["replicas"] >= 1
     assert services["worker"]["depends_on"]["create"]["condition"] == "service_completed_successfully"
