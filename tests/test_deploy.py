@@ -457,10 +457,13 @@ def run_sbatch(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
 
 @pytest.fixture
 def slurm_env(tmp_path: Path, cifar_dir: Path, sqlite_url: str) -> dict[str, str]:
-    """A submission's environment on this machine, with an ``srun`` that runs its command."""
+    """A submission's environment on this machine, with an ``srun`` that notes its arguments and
+    runs its command."""
     fake = tmp_path / "bin"
     fake.mkdir()
-    (fake / "srun").write_text('#!/bin/sh\nwhile [ "${1#--}" != "$1" ]; do shift; done\nexec "$@"\n')
+    (fake / "srun").write_text(
+        '#!/bin/sh\necho "$@" >> "$SRUN_CALLS"\nwhile [ "${1#--}" != "$1" ]; do shift; done\nexec "$@"\n'
+    )
     (fake / "srun").chmod(0o755)
     return {
         **os.environ,
@@ -468,7 +471,9 @@ def slurm_env(tmp_path: Path, cifar_dir: Path, sqlite_url: str) -> dict[str, str
         "PYTHONPATH": str(REPO),
         "SLURM_ARRAY_JOB_ID": "4242",
         "SLURM_SUBMIT_DIR": str(tmp_path),
-        "SEARCH_PYTHON": sys.executable,
+        "SRUN_CALLS": str(tmp_path / "srun.calls"),
+        "SLURM_CPUS_PER_TASK": "2",
+        "VENV": str(Path(sys.executable).parent.parent),
         "SEARCH_STORAGE": sqlite_url,
         "SEARCH_STUDY": "tiny",
         "SEARCH_DATA_DIR": str(cifar_dir),
@@ -486,6 +491,9 @@ def test_slurm_array_tasks_each_run_a_worker_launch(tmp_path: Path, cifar_dir: P
         log = tmp_path / "logs" / f"worker-4242_{task}.log"
         assert result.returncode == 0, result.stderr + (log.read_text() if log.exists() else "")
         assert f"array task {task} " in result.stdout and str(log.relative_to(tmp_path)) in result.stdout
+    calls = (tmp_path / "srun.calls").read_text().splitlines()
+    assert len(calls) == 2 and all(c.startswith("--ntasks=1 --cpus-per-task=2 ") for c in calls)
+    assert all(c.endswith(f"{sys.executable} -m search worker") for c in calls)
     trials = optuna.load_study(study_name="tiny", storage=sqlite_url).get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
     launches = [t.user_attrs["launch"] for t in trials]
