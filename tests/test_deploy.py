@@ -503,12 +503,16 @@ def test_slurm_array_tasks_each_run_a_worker_launch(tmp_path: Path, cifar_dir: P
         assert f"launch seed {trial.user_attrs['launch']}" in log
 
 
-@pytest.mark.parametrize(("missing", "said"), [("SLURM_ARRAY_TASK_ID", "not a Slurm array task"),
-                                               ("SEARCH_STORAGE", "SEARCH_STORAGE is not set")])
-def test_slurm_script_refuses_without_its_settings(tmp_path: Path, slurm_env: dict[str, str], missing: str,
-                                                   said: str):
-    env = {**slurm_env, "SLURM_ARRAY_TASK_ID": "0"}
-    del env[missing]
+@pytest.mark.parametrize(("setting", "value", "said"), [
+    ("SLURM_ARRAY_TASK_ID", None, "not a Slurm array task"),
+    ("SLURM_ARRAY_TASK_ID", "../../x", "not a Slurm array task (SLURM_ARRAY_TASK_ID '../../x')"),
+    ("SEARCH_STORAGE", None, "SEARCH_STORAGE is not set"),
+])
+def test_slurm_script_refuses_without_its_settings(tmp_path: Path, slurm_env: dict[str, str], setting: str,
+                                                   value: str | None, said: str):
+    env = {**slurm_env, "SLURM_ARRAY_TASK_ID": "0", setting: value}
+    if value is None:
+        del env[setting]
     result = run_sbatch(env, tmp_path)
     assert result.returncode == 2 and result.stdout == ""
     assert len(result.stderr.splitlines()) == 1 and said in result.stderr
