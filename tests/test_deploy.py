@@ -33,7 +33,7 @@ from optuna.trial import TrialState
 from search.base.config import load_config
 from search.interfaces.cli import build_parser
 from search.interfaces.dashboard import Guard, allowed_hosts
-from search.testing import REPO, start_search, tiny_raw
+from search.testing import REPO, tiny_raw
 
 DEPLOY = REPO / "deploy"
 MANIFESTS = sorted((DEPLOY / "k8s").rglob("*.yaml"))
@@ -481,11 +481,30 @@ def slurm_env(tmp_path: Path, cifar_dir: Path, sqlite_url: str) -> dict[str, str
     }
 
 
+def image_files(folder: Path) -> Path:
+    """What deploy/Dockerfile copies into /app, copied into ``folder`` the same way."""
+    for source, target in re.findall(r"^COPY (\S+) (\S+)$", DOCKERFILES[0].read_text(), re.MULTILINE):
+        if (REPO / source).is_dir():
+            shutil.copytree(REPO / source, folder / target, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            (folder / target).mkdir(parents=True, exist_ok=True)
+            shutil.copy(REPO / source, folder / target)
+    return folder
+
+
 def test_slurm_array_tasks_each_run_a_worker_launch(tmp_path: Path, cifar_dir: Path, sqlite_url: str,
                                                     slurm_env: dict[str, str]):
-    creator = start_search(tiny_raw(tmp_path), tmp_path, sqlite_url, 1, 1, cifar_dir,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    assert creator.wait(timeout=600) == 0, creator.stderr.read()
+    """The create Job's command, run on the image's files alone, makes the study; then two array
+    tasks each join it with a worker launch of their own."""
+    app = image_files(tmp_path / "app")
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_raw(tmp_path)))
+    (create,) = pod_specs()["search-create-study"]["containers"]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(SEARCH_CONFIG=str(config), SEARCH_STORAGE=sqlite_url, SEARCH_DATA_DIR=str(cifar_dir))
+    creator = subprocess.run([sys.executable, "-m", "search", *create["args"]], cwd=app, env=env,
+                             capture_output=True, text=True, timeout=600, check=False)
+    assert creator.returncode == 0, creator.stdout + creator.stderr
     for task in ("0", "1"):
         result = run_sbatch({**slurm_env, "SLURM_ARRAY_TASK_ID": task}, REPO)
         log = tmp_path / "logs" / f"worker-4242_{task}.log"
