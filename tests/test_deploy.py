@@ -20,7 +20,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import optuna
@@ -107,8 +106,10 @@ def command_help(command: str) -> str:
 
 
 def env_of(container: dict) -> dict[str, str]:
-    """A container's literal environment: its ConfigMap and plain values (not its secrets)."""
-    env = dict(settings()) if container.get("envFrom") else {}
+    """A container's literal environment: its ConfigMaps and plain values (not its secrets)."""
+    env = {}
+    for source in container.get("envFrom", []):
+        env.update(resource("ConfigMap", source["configMapRef"]["name"])["data"])
     env.update({e["name"]: e["value"] for e in container.get("env", []) if "value" in e})
     return env
 
@@ -282,6 +283,9 @@ def test_pods_run_as_the_images_non_root_users():
         assert container["securityContext"]["allowPrivilegeEscalation"] is False
 
 
+# PgBouncer
+
+
 def pooler_ini(text: str, database_url: str, port: int, auth_file: Path) -> str:
     """A shipped pgbouncer.ini with only its addresses moved here: the local server, a free port."""
     ini = configparser.ConfigParser(inline_comment_prefixes=(";",))
@@ -297,7 +301,7 @@ def pooler_ini(text: str, database_url: str, port: int, auth_file: Path) -> str:
     return "\n".join(lines)
 
 
-@contextmanager
+@contextlib.contextmanager
 def pooler(ini_text: str, database_url: str, userlist: str) -> Iterator[int]:
     """Debian's PgBouncer (the image's) on a shipped config, in front of the local PostgreSQL."""
     binary = shutil.which("pgbouncer") or shutil.which("/usr/sbin/pgbouncer")
