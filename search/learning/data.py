@@ -13,6 +13,7 @@ import numpy as np
 
 from search.base.config import Data
 from search.base.errors import UsageError
+from search.base.files import check_path
 
 ORIGIN = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 ORIGIN_SHA256 = "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"
@@ -36,7 +37,7 @@ class Split:
 def resolve_data_dir(data_dir: str | Path | None) -> Path:
     """The folder holding the batches: ``data_dir`` if given, else Keras' download cache."""
     if data_dir:
-        folder = Path(data_dir)
+        folder = check_path("DATA_DIR", str(data_dir))
         if not folder.is_dir():
             raise UsageError(f"DATA_DIR {folder}: no such folder")
     else:
