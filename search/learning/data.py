@@ -8,7 +8,7 @@ import math
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -103,7 +103,7 @@ class _Array(np.ndarray):
     """``numpy.ndarray`` as a batch may build it: through ``_reconstruct`` and a state whose
     shape, type and bytes are checked first (numpy allocates, or crashes, on others)."""
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> _Array:
+    def __new__(cls, *args: Any, **kwargs: Any) -> NoReturn:
         raise pickle.UnpicklingError("refused a direct numpy.ndarray call")
 
     def __setstate__(self, state: Any) -> None:
