@@ -70,6 +70,24 @@ for _tag, _pattern, _first in _CORE:
 _CoreLoader.add_implicit_resolver("tag:yaml.org,2002:null", re.compile(r"^$"), [""])
 
 
+class _Dumper(yaml.SafeDumper):
+    """``yaml.SafeDumper`` that quotes a string any reader could take for another type: YAML
+    1.1's forms (``yes``, ``1:30``) as PyYAML already does, and 1.2 core's too (``1e5``, ``0o17``)."""
+
+    yaml_implicit_resolvers: ClassVar[dict] = {
+        first: list(resolvers) for first, resolvers in yaml.SafeDumper.yaml_implicit_resolvers.items()
+    }
+
+
+for _tag, _pattern, _first in _CORE:
+    _Dumper.add_implicit_resolver(_tag, re.compile(rf"^(?:{_pattern})$"), list(_first))
+
+
+def yaml_text(document: Any) -> str:
+    """``document`` as YAML that reads back the same with ``read_yaml`` and with ``yaml.safe_load``."""
+    return yaml.dump(document, Dumper=_Dumper, sort_keys=False, allow_unicode=False)
+
+
 def _kind(exc: Exception) -> str:
     return "boolean" if isinstance(exc, KeyError) else "number"
 

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import yaml
 from optuna.trial import FrozenTrial, TrialState
 
 from search.base.config import PARAMS, StudyConfig
@@ -19,6 +18,7 @@ from search.base.files import finite, folder_in, json_text, write_text
 from search.base.names import companion_name, inside
 from search.base.paths import EXPORTS
 from search.base.stats import gain
+from search.base.yamlfile import yaml_text
 from search.results.compare import (
     BASELINE,
     Runs,
@@ -141,7 +141,7 @@ def export(
     folder = folder_in(root, folder.name)
     written = []
     for stem, document in documents.items():
-        text = yaml.safe_dump(finite(document), sort_keys=False)  # null where JSON has it
+        text = yaml_text(finite(document))  # null where JSON has it
         written += [write_text(folder / f"{stem}.yaml", text),
                     write_text(folder / f"{stem}.json", json_text(document))]
     return written
