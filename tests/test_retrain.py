@@ -246,3 +246,20 @@ def test_a_diverged_run_is_named_and_left_out(best, cifar_dir, tmp_path, capsys)
     assert "chosen (trial" in lines[1] and lines[1].endswith("diverged (the loss is not finite): no result")
     assert lines[-1] == "gain over the baseline: undefined (every run of one of them diverged)"
     assert "nan" not in describe(metrics).lower()
+
+
+def test_an_export_without_a_data_record_is_retrained_with_a_warning(tmp_path, cifar_dir, monkeypatch, capsys):
+    path = tmp_path / "best.yaml"
+    config = parse_config(tiny_raw(tmp_path), "tiny").model_dump(mode="json")
+    path.write_text(yaml.safe_dump({**EXPORT, "config": config}))  # no "data": an older export
+
+    def stop(*args):
+        raise RuntimeError("training starts")
+
+    monkeypatch.setattr("search.learning.training.seeded_model", stop)
+    with pytest.raises(RuntimeError, match="training starts"):
+        retrain(path, str(cifar_dir))
+    assert capsys.readouterr().err == (
+        f"warning: {path} records no training data (exported before it did, or the study never "
+        "recorded any): DATA_DIR is not checked against the search's\n"
+    )

@@ -4,6 +4,7 @@ the baseline beside it, and both over several seeds if asked."""
 from __future__ import annotations
 
 import math
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -119,7 +120,10 @@ def check_data(export: Export, path: Path, found: dict[str, Any]) -> None:
     """That the training images are those the study searched on, as its export records."""
     from search.learning.data import describe as described
 
-    if export.data is not None and export.data != found:
+    if export.data is None:
+        print(f"warning: {path} records no training data (exported before it did, or the study "
+              "never recorded any): DATA_DIR is not checked against the search's", file=sys.stderr)
+    elif export.data != found:
         raise UsageError(
             f"{path}: study {export.study_name!r} was searched on other data (stored "
             f"{described(export.data)}, DATA_DIR has {described(found)}); use the original data"
