@@ -128,3 +128,24 @@ def test_json_is_always_valid_json(tmp_path, value):
     assert json.loads(text, parse_constant=pytest.fail) == finite(document)
     assert json.loads(json_text(document)) == {"loss": None, "history": {"loss": [0.5, None]},
                                                "runs": [{"x": None}]}
+
+
+@pytest.mark.parametrize("obstacle", ["folder", "fifo", "hard link"])
+def test_whatever_is_in_the_way_is_replaced_or_refused_in_one_line(study, sqlite_url, tmp_path, outside,
+                                                                  obstacle, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    target = tmp_path / "exports" / "tiny" / "best.json"
+    target.parent.mkdir(parents=True)
+    if obstacle == "folder":
+        target.mkdir()
+        assert main(["export", "--storage", sqlite_url, "--study", "tiny"]) == 2
+        err = capsys.readouterr().err
+        assert err == "error: exports/tiny/best.json: cannot write (Is a directory)\n"
+        return
+    if obstacle == "fifo":
+        os.mkfifo(target)  # opening it to write would wait for a reader forever
+    else:
+        os.link(outside, target)  # the same file as one outside: writing in place would change it
+    assert main(["export", "--storage", sqlite_url, "--study", "tiny"]) == 0
+    assert target.is_file() and json.loads(target.read_text())["study_name"] == "tiny"
+    assert outside.read_text() == SECRET

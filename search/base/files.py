@@ -78,14 +78,20 @@ def folder_in(root: Path, *names: str) -> Path:
 @contextmanager
 def replacing(path: Path) -> Iterator[Path]:
     """A fresh temporary path beside ``path`` for a writer that needs a file name (Keras,
-    Matplotlib); on success it replaces ``path`` (a link there is replaced, not followed)."""
+    Matplotlib); on success it replaces ``path`` (a link there is replaced, not followed).
+
+    A file system error (a folder where the file goes, a full disk, no permission) is one line.
+    """
     partial = path.parent / f".{path.name}.{secrets.token_hex(6)}.partial{path.suffix}"
-    os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644))
     try:
-        yield partial
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
+        os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644))
+        try:
+            yield partial
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot write ({exc.strerror or exc})") from None
 
 
 def write_bytes(path: Path, data: bytes | BinaryIO) -> Path:
