@@ -243,7 +243,9 @@ def test_a_diverged_run_is_named_and_left_out(best, cifar_dir, tmp_path, capsys)
     assert metrics["gain"] is None
     lines = describe(metrics).splitlines()
     assert lines[0].startswith("the kept model diverged (the loss is not finite): no result after ")
-    assert "chosen (trial" in lines[1] and lines[1].endswith("diverged (the loss is not finite): no result")
+    assert lines[0].count("val_accuracy") == 1  # the trial's only: a diverged model's is chance
+    assert lines[1] == f"chosen (trial {chosen['trial']}): every run diverged (the loss is not finite): no result"
+    assert lines[2].startswith(f"baseline (trial {base['trial']}): test accuracy ")
     assert lines[-1] == "gain over the baseline: undefined (every run of one of them diverged)"
     assert "nan" not in describe(metrics).lower()
 

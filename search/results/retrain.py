@@ -219,33 +219,30 @@ DIVERGED = "diverged (the loss is not finite): no result"
 
 
 def _accuracies(result: dict[str, Any]) -> str:
-    """``0.6521 ± 0.0040 (3 runs)``, and how many runs diverged."""
+    """``test accuracy 0.6521 ± 0.0040 (3 runs)``, and how many runs diverged."""
     kept = [a for a in result["test_accuracy"] if a is not None]
-    text = describe_spread(kept) if kept else DIVERGED
-    if kept and result["diverged"]:
-        text += f"; {result['diverged']} more diverged, left out"
-    return text
+    if not kept:
+        return f"every run {DIVERGED}"
+    left_out = f"; {result['diverged']} more {DIVERGED}, left out" if result["diverged"] else ""
+    return f"test accuracy {describe_spread(kept)}{left_out}"
 
 
 def describe(metrics: dict[str, Any]) -> str:
-    if metrics["full"]:
-        val = "no validation set (FULL=1)"
-    elif metrics["val_accuracy"] is None:
-        val = "val_accuracy undefined"
+    trained = f"after {metrics['epochs']} epochs on {metrics['train_images']:,} images"
+    if metrics["diverged"]:  # its accuracies are chance, not a result
+        tested = f"the kept model {DIVERGED} {trained}"
     else:
-        val = f"val_accuracy {metrics['val_accuracy']:.4f}"
-    tested = (
-        f"the kept model {DIVERGED}" if metrics["diverged"]
-        else f"test accuracy {metrics['test_accuracy']:.4f} (loss {metrics['test_loss']:.4f})"
-    )
+        val = ("no validation set (FULL=1)" if metrics["val_accuracy"] is None
+               else f"val_accuracy {metrics['val_accuracy']:.4f}")
+        tested = f"test accuracy {metrics['test_accuracy']:.4f} (loss {metrics['test_loss']:.4f}) {trained}; {val}"
     lines = [
-        f"{tested} after {metrics['epochs']} epochs on {metrics['train_images']:,} images; {val}; "
+        f"{tested}; "
         f"the search's trial {metrics['trial']} had "
         f"val_accuracy {metrics['trial_val_accuracy']:.4f}"
     ]
     for name in ("chosen", "baseline"):
         if (result := metrics[name]) is not None:
-            lines.append(f"{name} (trial {result['trial']}): test accuracy {_accuracies(result)}")
+            lines.append(f"{name} (trial {result['trial']}): {_accuracies(result)}")
     if metrics["baseline"] is None:
         lines.append("baseline: not trained (--no-baseline, or the export has none)")
     elif metrics["gain"] is None:
