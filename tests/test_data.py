@@ -225,3 +225,11 @@ def test_declared_sizes_are_checked_before_anything_is_allocated(tmp_path, array
     assert str(info.value).startswith(f"{path}: not a CIFAR-10 batch (UnpicklingError: ")
     assert message in str(info.value)
     assert peak < 1_000_000  # bytes: nothing of the declared size was made
+
+
+def test_a_file_larger_than_any_batch_is_refused_unread(tmp_path):
+    path = tmp_path / "data_batch_1"
+    with open(path, "wb") as f:
+        f.truncate(data.MAX_FILE_BYTES + 1)  # sparse: no disk used
+    with pytest.raises(UsageError, match=r"data_batch_1: not a CIFAR-10 batch \(61,440,001 bytes, more than"):
+        data.read_batch(path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +82,7 @@ _RECONSTRUCT = np.empty(0).__reduce__()[0]  # numpy's array reconstructor, where
 IMAGES_PER_BATCH = 10_000  # CIFAR-10's: five training batches and one test batch of 10,000
 PIXELS = 3 * 32 * 32
 MAX_ARRAY_BYTES = IMAGES_PER_BATCH * PIXELS  # the largest array a batch holds: its uint8 pixels
+MAX_FILE_BYTES = 2 * MAX_ARRAY_BYTES  # a canonical batch is 31 MB: its pixels and a little more
 
 
 def _declared(shape: Any, dtype: Any) -> None:
@@ -166,7 +168,11 @@ def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """One pickled batch as ``(images NHWC uint8, labels uint8)``, loaded without running code."""
     try:
         with open(path, "rb") as f:
+            if (size := os.fstat(f.fileno()).st_size) > MAX_FILE_BYTES:
+                raise _bad(path, f"{size:,} bytes, more than a CIFAR-10 batch's {MAX_FILE_BYTES:,} at most")
             batch = _BatchUnpickler(f, encoding="bytes").load()
+    except UsageError:
+        raise
     except Exception as exc:
         raise _bad(path, ": ".join([type(exc).__name__, *str(exc).splitlines()[:1]])) from None
     if not isinstance(batch, dict) or not {b"data", b"labels"} <= batch.keys():
