@@ -207,6 +207,10 @@ def test_numbers_read_as_yaml_1_2_core(text, value, tmp_path):
         ("seed: " + "9" * 5000 + "\n", "a value that is no number"),
         ("training: {regularize_conv: !!bool maybe}\n", "a value that is no boolean"),
         ("training: {[epochs]: 1}\n", "a key must be a name"),
+        ("x: &a [1, 1]\ntraining: {epochs: *a}\n", "aliases (*name) are not supported"),
+        ("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n" + "".join(  # billion laughs: 10**12 values
+            f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 13)),
+         "aliases (*name) are not supported"),
     ],
 )
 def test_yaml_beyond_the_core_schema_is_refused_in_one_line(text, expected, tmp_path):

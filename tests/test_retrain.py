@@ -265,3 +265,25 @@ def test_an_export_without_a_data_record_is_retrained_with_a_warning(tmp_path, c
         f"warning: {path} records no training data (exported before it did, or the study never "
         "recorded any): DATA_DIR is not checked against the search's\n"
     )
+
+
+GOOD_DATA = {"images": 500, "per_class": [50] * 10, "sha256": "0" * 64}
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({**GOOD_DATA, "images": "500"}, "data.images: Input should be a valid integer, got str '500'"),
+        ({**GOOD_DATA, "per_class": [50] * 11}, "data.per_class: List should have at most 10 items"),
+        ({**GOOD_DATA, "sha256": "x" * 64}, "data.sha256: String should match pattern"),
+        ([1, 2], "data: Input should be a valid dictionary"),
+    ],
+)
+def test_an_edited_data_record_is_refused(data, message, tmp_path):
+    path = tmp_path / "best.yaml"
+    path.write_text(yaml.safe_dump({**EXPORT, "data": data}))
+    with pytest.raises(UsageError) as info:
+        read_export(path)
+    assert str(info.value).startswith(f"{path}: not an export ({message}")
+    path.write_text(yaml.safe_dump({**EXPORT, "data": GOOD_DATA}))
+    assert read_export(path).data.model_dump() == GOOD_DATA

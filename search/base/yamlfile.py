@@ -34,7 +34,7 @@ def _core_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
 class _CoreLoader(yaml.SafeLoader):
     """``yaml.SafeLoader`` reading YAML 1.2's core schema only: null, booleans, integers,
     floats, strings, lists and mappings. No other tag (``!!timestamp``, ``!!binary``, ``!!set``),
-    no merge key (``<<``), and a key given twice in one mapping is refused."""
+    no merge key (``<<``), no alias (``*name``), and a key given twice in one mapping is refused."""
 
     yaml_implicit_resolvers: ClassVar[dict] = {}
     yaml_constructors: ClassVar[dict] = {
@@ -42,6 +42,15 @@ class _CoreLoader(yaml.SafeLoader):
         for tag in ("tag:yaml.org,2002:null", "tag:yaml.org,2002:bool", "tag:yaml.org,2002:float",
                     "tag:yaml.org,2002:str", "tag:yaml.org,2002:seq", "tag:yaml.org,2002:map")
     } | {"tag:yaml.org,2002:int": _core_int, None: yaml.SafeLoader.construct_undefined}
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        """Refuse an alias: ten nested ones make 10**10 values from a few lines (billion laughs)."""
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not supported; write the value out",
+                self.peek_event().start_mark,
+            )
+        return super().compose_node(parent, index)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen = set()
@@ -77,6 +86,9 @@ class _Dumper(yaml.SafeDumper):
     yaml_implicit_resolvers: ClassVar[dict] = {
         first: list(resolvers) for first, resolvers in yaml.SafeDumper.yaml_implicit_resolvers.items()
     }
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True  # a value used twice is written twice: read_yaml refuses aliases
 
 
 for _tag, _pattern, _first in _CORE:

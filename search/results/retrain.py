@@ -7,9 +7,9 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, PositiveInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
 
 from search.base.config import Point, Seed, StudyConfig, first_error, parse_config
 from search.base.errors import UsageError
@@ -39,6 +39,14 @@ class Baseline(_Read):
     params: Point
 
 
+class DataRecord(_Read):
+    """The study's training data as its export records it (``search.learning.data.fingerprint``)."""
+
+    images: PositiveInt
+    per_class: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=10, max_length=10)]
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
 class Export(_Read):
     """The part of ``best.yaml`` that retraining reads."""
 
@@ -50,7 +58,7 @@ class Export(_Read):
     params: Point  # checked as the search space is: finite, known names, allowed values
     config: dict[str, Any]
     baseline: Baseline | None = None  # exports from before baselines have none
-    data: dict[str, Any] | None = None  # the study's training data (``data.fingerprint``)
+    data: DataRecord | None = None  # the study's training data; None in older exports
 
 
 def _read_yaml(path: Path) -> Any:
@@ -123,10 +131,10 @@ def check_data(export: Export, path: Path, found: dict[str, Any]) -> None:
     if export.data is None:
         print(f"warning: {path} records no training data (exported before it did, or the study "
               "never recorded any): DATA_DIR is not checked against the search's", file=sys.stderr)
-    elif export.data != found:
+    elif export.data.model_dump() != found:
         raise UsageError(
             f"{path}: study {export.study_name!r} was searched on other data (stored "
-            f"{described(export.data)}, DATA_DIR has {described(found)}); use the original data"
+            f"{described(export.data.model_dump())}, DATA_DIR has {described(found)}); use the original data"
         )
 
 
