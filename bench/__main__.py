@@ -13,6 +13,7 @@ from typing import Any
 
 from bench import layout, memory, replay, storage, training
 from bench.common import REPO, synthetic_folder
+from search.base.files import write_json
 from search.learning.data import resolve_data_dir
 
 # (full, quick) sizes: the full run fits in 15 minutes on 2 CPU cores.
@@ -138,7 +139,7 @@ def main() -> None:
     if CURVES.is_file():  # no training: seconds
         results["replay"] = replay.run(replay.load(CURVES))
     results["seconds"] = round(time.monotonic() - start)
-    (REPO / "bench" / "results.json").write_text(json.dumps(results, indent=1))
+    write_json(REPO / "bench" / "results.json", results, indent=1)
     print(table(results))
     print(f"{results['seconds']} s in all; details in bench/results.json")
 

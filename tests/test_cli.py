@@ -78,6 +78,19 @@ def test_bad_config_touches_no_storage(tmp_path, cifar_dir):
     assert not db.exists()
 
 
+@pytest.mark.parametrize("artifacts, fragment", [
+    ("a\0b", "holds a NUL"),  # as the YAML escape "\0" gives it
+    ("a" * 5000, "too long (5,000 characters"),
+])
+def test_a_path_no_file_system_takes_touches_no_storage(tmp_path, cifar_dir, artifacts, fragment):
+    raw = tiny_raw(tmp_path, storage={"artifacts": artifacts})
+    db = tmp_path / "optuna.db"
+    result = cli("search", "--config", write_config(tmp_path, raw), "--storage", f"sqlite:///{db}",
+                 "--data-dir", str(cifar_dir))
+    assert_one_line_error(result, "study.yaml", "storage.artifacts", fragment)
+    assert not db.exists()
+
+
 def test_missing_config_file(tmp_path):
     assert_one_line_error(cli("search", "--config", str(tmp_path / "none.yaml")), "config file not found")
 

@@ -92,7 +92,7 @@ LOG_RANGE = "{low: 1.0e-6, high: 1.0e-2, log: true}"
         ("search_space: {l1: {low: -.inf, high: 0.1}}\n", "search_space.l1.low: Input should be a finite"),
         ("training: {learning_rate: .inf}\n", "training.learning_rate: Input should be a finite number"),
         ("training: {learning_rate: .NaN}\n", "training.learning_rate: Input should be a finite number"),
-        ("training: {epochs: .inf}\n", "training.epochs: Input should be a finite number"),
+        ("training: {epochs: .inf}\n", "training.epochs: Input should be a valid integer, got float inf"),
         ("baseline: {l1: 0.0, l2: .nan, dropout: 0.5}\n", "baseline.l2: Input should be a finite number"),
         ("search_space: {l1: {low: 1.0e-7, high: 1.0e-2, log: true, off_below: .inf}}\n",
          "search_space.l1.off_below: Input should be a finite number"),
@@ -142,10 +142,104 @@ def test_bad_yaml_is_refused_in_one_line(text, expected, tmp_path):
     assert "\n" not in message
 
 
-def test_a_merge_key_is_not_a_duplicate(tmp_path):
+# Strict values, the class: every field type given each wrong type a YAML file can hold.
+WRONG_TYPES = {  # YAML text -> the type it reads as (core schema): none may become a number or a flag
+    '"1"': "str", "'0.5'": "str", "yes": "str", "on": "str", "1:30": "str", "1_000": "str",
+    "2001-12-14": "str", "true": "bool", "false": "bool", "1": "int", "0.5": "float",
+    "[1]": "list", "{a: 1}": "dict", "null": "NoneType",
+}
+FIELDS = {  # one key of each kind: its place in a file, its name in the message, its right types
+    "training.epochs": ("training: {epochs: %s}", {"int"}),
+    "pruner.n_startup_trials": ("pruner: {name: median, n_startup_trials: %s}", {"int"}),
+    "seed": ("seed: %s", {"int"}),
+    "training.learning_rate": ("training: {learning_rate: %s}", {"int", "float"}),
+    "baseline.l2": ("baseline: {l1: 0.0, l2: %s, dropout: 0.5}", {"int", "float"}),
+    "search_space.dropout.low": ("search_space: {dropout: {low: %s, high: 0.5}}", {"int", "float", "NoneType"}),
+    "training.regularize_conv": ("training: {regularize_conv: %s}", {"bool"}),
+    "search_space.l2.log": ("search_space: {l2: {low: 1.0e-6, high: 1.0e-2, log: %s}}", {"bool"}),
+    "storage.artifacts": ("storage: {artifacts: %s}", {"str"}),
+}
+
+
+@pytest.mark.parametrize(
+    "key, wrong",
+    [(key, text) for key, (_, right) in FIELDS.items() for text, kind in WRONG_TYPES.items()
+     if kind not in right],
+)
+def test_a_value_of_the_wrong_type_is_refused_never_converted(key, wrong, tmp_path):
     path = tmp_path / "f.yaml"
-    path.write_text(STUDY + "training: &t {epochs: 3, batch_size: 16}\nsampler:\n  <<: {name: random}\n")
-    assert load_config(path).sampler.name == "random"
+    path.write_text(STUDY + FIELDS[key][0] % wrong + "\n")
+    with pytest.raises(UsageError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: {key}: Input should be a valid "), message
+    assert f"got {WRONG_TYPES[wrong]} " in message and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "text, value",
+    [  # YAML 1.2 core: what stays a number where a number is natural
+        ("training: {learning_rate: 1}", 1.0),  # an integer is a float
+        ("training: {learning_rate: 1e-3}", 0.001),  # no dot needed (YAML 1.1 made it text)
+        ("training: {epochs: 010}", 10),  # decimal, not YAML 1.1's octal 8
+        ("training: {epochs: 0x10}", 16),
+        ("baseline: {l1: 0, l2: 0, dropout: 0}", 0.0),
+    ],
+)
+def test_numbers_read_as_yaml_1_2_core(text, value, tmp_path):
+    path = tmp_path / "f.yaml"
+    path.write_text(STUDY + text + "\n")
+    config = load_config(path)
+    section, key = text.split(":")[0], text.split("{")[1].split(":")[0]
+    assert getattr(getattr(config, section), key) == value
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("training: &t {epochs: 3}\nsampler:\n  <<: {name: random}\n", "merge keys (<<) are not supported"),
+        ("training: {epochs: 3, <<: {epochs: 4}}\n", "merge keys (<<) are not supported"),
+        ("training: {!!merge <<: {epochs: 4}}\n", "merge keys (<<) are not supported"),
+        ("seed: !!timestamp 2001-12-14\n", "could not determine a constructor"),
+        ("seed: !!binary aGk=\n", "could not determine a constructor"),
+        ("training: !!set {epochs}\n", "could not determine a constructor"),
+        ("seed: !!int abc\n", "a value that is no number"),
+        ("seed: " + "9" * 5000 + "\n", "a value that is no number"),
+        ("training: {regularize_conv: !!bool maybe}\n", "a value that is no boolean"),
+        ("training: {[epochs]: 1}\n", "a key must be a name"),
+        ("x: &a [1, 1]\ntraining: {epochs: *a}\n", "aliases (*name) are not supported"),
+        ("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n" + "".join(  # billion laughs: 10**12 values
+            f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 13)),
+         "aliases (*name) are not supported"),
+    ],
+)
+def test_yaml_beyond_the_core_schema_is_refused_in_one_line(text, expected, tmp_path):
+    path = tmp_path / "f.yaml"
+    path.write_text(STUDY + text)
+    with pytest.raises(UsageError) as info:
+        load_config(path)
+    assert str(info.value).startswith(f"{path}: not valid YAML (") and expected in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ('"a\\0b"', "holds a NUL or another control character"),
+        ('"a\\tb"', "holds a NUL or another control character"),
+        ('"' + "a" * 5000 + '"', "too long (5,000 characters; at most 4,096)"),
+        ('"' + "a/" * 1000 + "b" * 300 + '"', "longer than 255 bytes"),
+        ('""', "empty"),
+    ],
+)
+def test_a_path_that_no_file_system_takes_is_refused_in_one_line(value, expected, tmp_path):
+    path = tmp_path / "f.yaml"
+    path.write_text(STUDY + f"storage: {{artifacts: {value}}}\n")
+    with pytest.raises(UsageError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: storage.artifacts: ") and expected in message
+    assert "\n" not in message and len(message) < 300
 
 
 def test_paths_that_are_not_config_files(tmp_path):

@@ -320,3 +320,48 @@ def test_ui_delete_refused_on_read_only(small_study, start_dashboard, page):
     expect(page.get_by_text("odd 'name' <b>")).to_be_visible()
     assert optuna.get_all_study_names(url) == ["odd 'name' <b>"]
     assert sorted(artifacts.iterdir()) == files and files
+
+
+def test_a_stalled_connection_does_not_freeze_the_dashboard(small_study, start_dashboard):
+    base = start_dashboard(*small_study[:2])
+    port = int(base.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port)) as silent, \
+            socket.create_connection(("127.0.0.1", port)) as halfway:
+        halfway.sendall(f"GET /api/studies HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n".encode())  # no end
+        for _ in range(3):  # while both stall, others are answered (a single-threaded server hangs)
+            assert _request(f"{base}/api/studies")[0] == 200
+        silent.sendall(f"GET /api/studies HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())  # late
+        assert silent.recv(64).startswith(b"HTTP/1.0 200")
+
+
+@pytest.mark.parametrize("path", ["/favicon.ico", "/static/bundle.js", "/dashboard"])
+def test_a_request_without_accept_encoding_is_answered(small_study, start_dashboard, path):
+    import http.client
+
+    base = start_dashboard(*small_study[:2])
+    connection = http.client.HTTPConnection(base.removeprefix("http://"), timeout=30)
+    connection.putrequest("GET", path, skip_accept_encoding=True)
+    connection.endheaders()
+    answer = connection.getresponse()
+    assert answer.status == 200 and answer.getheader("Content-Encoding") is None
+    assert len(answer.read()) > 0
+    connection.close()
+
+
+@pytest.mark.parametrize("problem", ["port in use", "unresolvable host", "address not here", "bad name"])
+def test_a_dashboard_that_cannot_bind_says_so_in_one_line_and_nothing_else(problem, small_study):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        host, port, message = {
+            "port in use": ("127.0.0.1", busy.getsockname()[1], "(Address already in use)"),
+            "unresolvable host": ("no-such-host.invalid", _free_port(), "the host name does not resolve"),
+            "address not here": ("192.0.2.1", _free_port(), "(Cannot assign requested address)"),
+            "bad name": ("a" * 64 + ".example", _free_port(), "not a host name"),
+        }[problem]
+        command = [sys.executable, "-m", "search", "dashboard", "--storage", small_study[0],
+                   "--artifacts", str(small_study[1]), "--host", host, "--port", str(port)]
+        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2 and done.stdout == ""  # no address printed for a server that never ran
+    assert done.stderr.startswith(f"error: cannot serve on {host}:{port} ") and message in done.stderr
+    assert done.stderr.count("\n") == 1, done.stderr

@@ -2,6 +2,7 @@ import hashlib
 import pickle
 import shutil
 import tarfile
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -176,3 +177,59 @@ def test_offline_without_data_dir_names_both_ways(tmp_path, keras_home, monkeypa
     with pytest.raises(UsageError) as info:
         data.resolve_data_dir(None)
     assert "set DATA_DIR" in str(info.value) and "download" in str(info.value)
+
+
+class _Pickled:
+    """An object that pickles as ``reduce`` says: how a crafted batch declares its arrays."""
+
+    def __init__(self, *reduce: object) -> None:
+        self.reduce = reduce
+
+    def __reduce__(self) -> tuple:
+        return self.reduce
+
+
+_RECONSTRUCT = np.empty(0).__reduce__()[0]
+HUGE = (100_000, 3072)  # ten batches of pixels: 307 MB, declared in a few hundred bytes
+
+
+@pytest.mark.parametrize(
+    "array, message",
+    [
+        (_Pickled(np.ndarray, (HUGE, np.dtype("u1"))), "refused a direct numpy.ndarray call"),
+        (_Pickled(_RECONSTRUCT, (np.ndarray, HUGE, np.dtype("u1"))),
+         "an array of 307,200,000 bytes declared, more than a CIFAR-10 batch's 30,720,000"),
+        (_Pickled(_RECONSTRUCT, (np.ndarray, (0,), b"b"), (1, HUGE, np.dtype("u1"), False, b"\x00")),
+         "an array of 307,200,000 bytes declared"),
+        (_Pickled(_RECONSTRUCT, (np.ndarray, (0,), b"b"), (1, (4, 3072), np.dtype("u1"), False, b"\x00")),
+         "an array whose bytes do not match its shape"),
+        # numpy 2.x crashes (segfault) on an object array whose list is shorter than its shape
+        (_Pickled(_RECONSTRUCT, (np.ndarray, (0,), b"b"), (1, HUGE, np.dtype("O"), False, [1, 2])),
+         "an array of object (numbers only)"),
+        (_Pickled(_RECONSTRUCT, (np.ndarray, (1,), np.dtype("V1000000000"))), "an array of |V1000000000"),
+        (_Pickled(_RECONSTRUCT, (np.ndarray, (-1,), b"b")), "an array of shape (-1,)"),
+        (_Pickled(_RECONSTRUCT, (np.ndarray, (2**62, 2**62), b"b")), "bytes declared"),
+        (_Pickled(_RECONSTRUCT, (np.dtype, (1,), b"b")), "refused an array of another type"),
+    ],
+)
+def test_declared_sizes_are_checked_before_anything_is_allocated(tmp_path, array, message):
+    path = raw_batch(tmp_path / "data_batch_1", array, [1])
+    assert path.stat().st_size < 1000
+    tracemalloc.start()
+    try:
+        with pytest.raises(UsageError) as info:
+            data.read_batch(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert str(info.value).startswith(f"{path}: not a CIFAR-10 batch (UnpicklingError: ")
+    assert message in str(info.value)
+    assert peak < 1_000_000  # bytes: nothing of the declared size was made
+
+
+def test_a_file_larger_than_any_batch_is_refused_unread(tmp_path):
+    path = tmp_path / "data_batch_1"
+    with open(path, "wb") as f:
+        f.truncate(data.MAX_FILE_BYTES + 1)  # sparse: no disk used
+    with pytest.raises(UsageError, match=r"data_batch_1: not a CIFAR-10 batch \(61,440,001 bytes, more than"):
+        data.read_batch(path)

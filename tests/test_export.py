@@ -216,3 +216,15 @@ def test_cli_storage_errors(tmp_path, capsys, monkeypatch):
     code, err = _cli(capsys, monkeypatch, tmp_path, "--storage", url, "--study", "x")
     assert code == 2 and "cannot open" in err and len(err.strip().splitlines()) == 1
     assert "s3cret-pw" not in err
+
+
+@pytest.mark.parametrize("name", ["1e5", "0o17", "0x1F", "123", "yes", "1_000"])
+def test_an_export_reads_back_as_written_whatever_the_study_name(name, tiny_config, sqlite_url, tmp_path):
+    """A name that YAML 1.1 or 1.2 could take for a number or a flag is quoted in best.yaml."""
+    from search.results.retrain import read_export
+
+    config = tiny_config.model_copy(update={"study_name": name})
+    study, _ = prepare_study(config, open_storage(sqlite_url, config.storage))
+    add_trials(study, config, [0.5])
+    path = export(sqlite_url, name, root=tmp_path)[0]
+    assert read_export(path).study_name == name == yaml.safe_load(path.read_text())["study_name"]

@@ -18,7 +18,7 @@ from search.interfaces.cli import main
 from search.results.export import export
 from search.results.retrain import describe, read_export, resolve_export, retrain
 from search.running.runner import run_search
-from search.testing import tiny_raw
+from search.testing import make_cifar_folder, tiny_raw
 
 OUTPUTS = {"model.keras", "history.json", "curves.png", "metrics.json"}
 
@@ -129,7 +129,7 @@ EXPORT = {"study_name": "x", "trial": 1, "value": 0.5, "best_epoch": 2, "seed": 
         ({"l1": float("inf")}, "params.l1: Input should be a finite number"),
         ({"dropout": 1.0}, "params.dropout: dropout must lie in [0, 1), got 1.0"),
         ({"momentum": 0.9}, "params.momentum: unknown key"),
-        ({"dropout": None}, "params.dropout: Input should be a valid number"),
+        ({"dropout": None}, "params.dropout: Input should be a valid number, got NoneType None"),
     ],
 )
 def test_an_edited_export_is_checked_like_a_config(change, message, tmp_path):
@@ -167,3 +167,123 @@ def test_retraining_turns_a_value_below_off_below_off(tmp_path, cifar_dir, monke
     with pytest.raises(RuntimeError, match="built"):
         retrain(path, str(cifar_dir))
     assert built == [{"l1": 0.0, "l2": 2e-3, "dropout": 0.3}]
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"best_epoch": True}, "best_epoch: Input should be a valid integer, got bool True"),
+        ({"trial": "1"}, "trial: Input should be a valid integer, got str '1'"),
+        ({"seed": 1.0}, "seed: Input should be a valid integer, got float 1.0"),
+        ({"value": "0.5"}, "value: Input should be a valid number, got str '0.5'"),
+        ({"params": {"l1": 0, "l2": "0.001", "dropout": 0}}, "params.l2: Input should be a valid number"),
+        ({"baseline": {"params": EXPORT["params"], "seed": False}}, "baseline.seed: Input should be a valid"),
+    ],
+)
+def test_export_values_are_strict(change, message, tmp_path):
+    path = tmp_path / "best.yaml"
+    path.write_text(yaml.safe_dump({**EXPORT, **change}))
+    with pytest.raises(UsageError) as info:
+        read_export(path)
+    assert str(info.value).startswith(f"{path}: not an export ({message}")
+
+
+def test_an_export_in_yaml_1_1_forms_is_refused(tmp_path):
+    path = tmp_path / "best.yaml"
+    path.write_text(yaml.safe_dump(EXPORT).replace("seed: 3", "seed: 0:03"))  # YAML 1.1: 3
+    with pytest.raises(UsageError, match=r"seed: Input should be a valid integer, got str '0:03'"):
+        read_export(path)
+
+
+def test_retrain_replaces_links_planted_beside_the_export(best, cifar_dir, tmp_path):
+    outside = tmp_path / "precious"
+    outside.write_text("keep me\n")
+    for name in OUTPUTS:
+        (best.parent / name).unlink(missing_ok=True)
+        (best.parent / name).symlink_to(outside)
+    retrain(best, str(cifar_dir), baseline=False)
+    assert outside.read_text() == "keep me\n"
+    for name in OUTPUTS:
+        assert not (best.parent / name).is_symlink() and (best.parent / name).stat().st_size > 0
+    assert not [p.name for p in best.parent.iterdir() if p.name.startswith(".")]  # no partial file
+
+
+def test_retrain_refuses_data_the_study_was_not_searched_on(best, tmp_path, monkeypatch, capsys):
+    assert yaml.safe_load(best.read_text())["data"]["images"] == 500  # the export carries it
+    other = make_cifar_folder(tmp_path / "other", per_batch=100)
+    (other / "data_batch_3").write_bytes((other / "data_batch_4").read_bytes())  # one batch differs
+    before = {p.name: p.stat().st_mtime_ns for p in best.parent.iterdir()}
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained on other data")
+
+    monkeypatch.setattr("search.learning.training.seeded_model", no_training)
+    monkeypatch.chdir(best.parent.parent.parent)
+    assert main(["retrain", "--config", str(best), "--data-dir", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert "study 'tiny' was searched on other data (stored 500 images sha256 " in err
+    assert err.count("\n") == 1
+    assert {p.name: p.stat().st_mtime_ns for p in best.parent.iterdir()} == before  # nothing written
+
+
+def test_a_diverged_run_is_named_and_left_out(best, cifar_dir, tmp_path, capsys):
+    exported = yaml.safe_load(best.read_text())
+    exported["params"]["l2"] = 1e300  # the loss overflows at once
+    path = tmp_path / "diverged" / "best.yaml"
+    path.parent.mkdir()
+    path.write_text(yaml.safe_dump(exported))
+    metrics = retrain(path, str(cifar_dir), seeds=2)
+    text = (path.parent / "metrics.json").read_text()
+    assert json.loads(text, parse_constant=pytest.fail) == metrics  # no bare NaN
+    json.loads((path.parent / "history.json").read_text(), parse_constant=pytest.fail)
+    assert metrics["diverged"] and metrics["test_loss"] is None
+    chosen, base = metrics["chosen"], metrics["baseline"]
+    assert chosen["diverged"] == 2 and chosen["test_accuracy"] == [None, None] and chosen["mean"] is None
+    assert base["diverged"] == 0 and None not in base["test_accuracy"] and base["mean"] is not None
+    assert metrics["gain"] is None
+    lines = describe(metrics).splitlines()
+    assert lines[0].startswith("the kept model diverged (the loss is not finite): no result after ")
+    assert lines[0].count("val_accuracy") == 1  # the trial's only: a diverged model's is chance
+    assert lines[1] == f"chosen (trial {chosen['trial']}): every run diverged (the loss is not finite): no result"
+    assert lines[2].startswith(f"baseline (trial {base['trial']}): test accuracy ")
+    assert lines[-1] == "gain over the baseline: undefined (every run of one of them diverged)"
+    assert "nan" not in describe(metrics).lower()
+
+
+def test_an_export_without_a_data_record_is_retrained_with_a_warning(tmp_path, cifar_dir, monkeypatch, capsys):
+    path = tmp_path / "best.yaml"
+    config = parse_config(tiny_raw(tmp_path), "tiny").model_dump(mode="json")
+    path.write_text(yaml.safe_dump({**EXPORT, "config": config}))  # no "data": an older export
+
+    def stop(*args):
+        raise RuntimeError("training starts")
+
+    monkeypatch.setattr("search.learning.training.seeded_model", stop)
+    with pytest.raises(RuntimeError, match="training starts"):
+        retrain(path, str(cifar_dir))
+    assert capsys.readouterr().err == (
+        f"warning: {path} records no training data (exported before it did, or the study never "
+        "recorded any): DATA_DIR is not checked against the search's\n"
+    )
+
+
+GOOD_DATA = {"images": 500, "per_class": [50] * 10, "sha256": "0" * 64}
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({**GOOD_DATA, "images": "500"}, "data.images: Input should be a valid integer, got str '500'"),
+        ({**GOOD_DATA, "per_class": [50] * 11}, "data.per_class: List should have at most 10 items"),
+        ({**GOOD_DATA, "sha256": "x" * 64}, "data.sha256: String should match pattern"),
+        ([1, 2], "data: Input should be a valid dictionary"),
+    ],
+)
+def test_an_edited_data_record_is_refused(data, message, tmp_path):
+    path = tmp_path / "best.yaml"
+    path.write_text(yaml.safe_dump({**EXPORT, "data": data}))
+    with pytest.raises(UsageError) as info:
+        read_export(path)
+    assert str(info.value).startswith(f"{path}: not an export ({message}")
+    path.write_text(yaml.safe_dump({**EXPORT, "data": GOOD_DATA}))
+    assert read_export(path).data.model_dump() == GOOD_DATA

@@ -19,6 +19,7 @@ from pydantic import (
 )
 
 from search.base.errors import UsageError
+from search.base.files import PathText
 from search.base.names import StudyName
 from search.base.yamlfile import read_yaml
 
@@ -30,7 +31,7 @@ CLASSES = 10
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
 
 
 def _checked(value: Any, info: ValidationInfo) -> Any:
@@ -202,7 +203,7 @@ class Storage(_Strict):
     heartbeat_interval: PositiveInt = 30
     grace_period: PositiveInt = 90
     max_retry: Annotated[int, Field(ge=0)] = 2
-    artifacts: str = "storage/artifacts"
+    artifacts: PathText = "storage/artifacts"
 
     @model_validator(mode="after")
     def _check(self) -> Storage:
@@ -253,9 +254,17 @@ def first_error(exc: ValidationError) -> str:
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         message = "unknown key"
+    elif error["type"].endswith("_type") and error["type"] not in ("model_type", "dict_type"):
+        message = f"{message}, got {_given(error['input'])}"  # strict: "1" is no number
     elif error["type"] == "union_tag_invalid":
         message = f"unknown name {error['ctx']['tag']!r} (choose {error['ctx']['expected_tags']})"
     return f"{key}: {message}" if key else message
+
+
+def _given(value: Any) -> str:
+    """``str '1'``, ``bool True``: the wrong-typed value a strict check refused, shortened."""
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
 
 
 def parse_config(raw: Any, source: str) -> StudyConfig:

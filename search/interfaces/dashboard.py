@@ -7,13 +7,11 @@ import json
 import re
 import socket
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
-from search.base.errors import UsageError
-
-if TYPE_CHECKING:
-    pass
-
+from search.base.errors import UsageError, one_line
+from search.base.names import shown
 
 LOOPBACK = ("localhost", "127.0.0.1", "::1")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -24,6 +22,7 @@ WRONG_HOST = (
 )
 _HOST = re.compile(r"(?P<name>[a-z0-9_.-]+|\[[0-9a-f:.]+\])(?::(?P<port>[0-9]{1,5}))?", re.I)
 Hosts = frozenset[tuple[str, int | None]]  # (name, port); port None: any port
+STALLED_SECONDS = 60  # how long an open connection may send nothing before it is closed
 
 
 def _split_host(value: str) -> tuple[str, int | None] | None:
@@ -69,6 +68,9 @@ class Guard:
             return _refuse(environ, start_response, WRONG_HOST)
         if not self.allow_writes and environ["REQUEST_METHOD"] not in SAFE_METHODS:
             return _refuse(environ, start_response, READ_ONLY)
+        # optuna-dashboard reads request.headers["Accept-Encoding"] for its static files: a 500
+        # for a client that sends none (curl, scripts); none means any encoding (RFC 9110)
+        environ.setdefault("HTTP_ACCEPT_ENCODING", "identity")
         return self.app(environ, start_response)
 
 
@@ -86,6 +88,39 @@ def _refuse(environ: dict, start_response: Callable, reason: str) -> list[bytes]
     return [body]
 
 
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    """The standard library's WSGI server, one thread per connection: a request that stalls
+    (or a slow client) holds its own thread only, never the dashboard."""
+
+    daemon_threads = True  # Ctrl-C does not wait for open connections
+
+    def __init__(self, address: tuple, family: socket.AddressFamily) -> None:
+        self.address_family = family  # read by TCPServer when it makes the socket
+        super().__init__(address, _Handler)
+
+
+class _Handler(WSGIRequestHandler):
+    timeout = STALLED_SECONDS  # a connection that sends nothing for this long is closed
+
+
+def bind(host: str, port: int, app: Callable) -> WSGIServer:
+    """A threaded WSGI server for ``app``, bound and listening on ``host:port``; any failure
+    (a name that does not resolve, an address not on this machine, a port in use) is one line."""
+    where = f"{host}:{port}" if host.isprintable() and len(host) <= 100 else f"{shown(host)}:{port}"
+    try:
+        family, *_, address = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                                 flags=socket.AI_PASSIVE)[0]
+        server = _ThreadingServer(address[:2], family)
+    except socket.gaierror as exc:
+        raise UsageError(f"cannot serve on {where} (the host name does not resolve: {exc.strerror})") from None
+    except UnicodeError:  # IDNA: a part of the name is empty or over 63 characters
+        raise UsageError(f"cannot serve on {where} (not a host name: a part empty or too long)") from None
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot serve on {where} ({getattr(exc, 'strerror', None) or one_line(exc)})") from None
+    server.set_app(app)
+    return server
+
+
 def serve(
     storage_url: str | None,
     artifacts: str,
@@ -94,8 +129,8 @@ def serve(
     allow_writes: bool = False,
     extra_hosts: Iterable[str] = (),
 ) -> int:
-    """Serve optuna-dashboard until interrupted, read-only unless ``allow_writes``."""
-    from bottle import run  # what optuna_dashboard.run_server serves with (wsgiref)
+    """Serve optuna-dashboard until interrupted, read-only unless ``allow_writes``; the address
+    is printed once the port is bound, so what it says is true."""
     from optuna_dashboard import wsgi
 
     from search.tuning.storage import artifact_store, open_storage
@@ -105,6 +140,7 @@ def serve(
     hosts = allowed_hosts(host, port, extra_hosts)
     storage = open_storage(storage_url, read_only=True)
     app = Guard(wsgi(storage.rdb, artifact_store=artifact_store(artifacts)), hosts, allow_writes)
+    server = bind(host, port, app)
     mode = "WRITABLE by anyone who can open it" if allow_writes else "read-only"
     address = f"[{host}]" if ":" in host else host
     print(
@@ -113,7 +149,9 @@ def serve(
         flush=True,
     )
     try:
-        run(app, host=host, port=port)
-    except OSError as exc:
-        raise UsageError(f"cannot serve on {host}:{port} ({exc.strerror or exc})") from None
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
     return 0

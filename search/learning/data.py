@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
 from search.base.config import Data
 from search.base.errors import UsageError
+from search.base.files import check_path
 
 ORIGIN = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 ORIGIN_SHA256 = "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"
@@ -36,7 +39,7 @@ class Split:
 def resolve_data_dir(data_dir: str | Path | None) -> Path:
     """The folder holding the batches: ``data_dir`` if given, else Keras' download cache."""
     if data_dir:
-        folder = Path(data_dir)
+        folder = check_path("DATA_DIR", str(data_dir))
         if not folder.is_dir():
             raise UsageError(f"DATA_DIR {folder}: no such folder")
     else:
@@ -76,10 +79,56 @@ def _latin1(text: str, encoding: str) -> bytes:
 
 
 _RECONSTRUCT = np.empty(0).__reduce__()[0]  # numpy's array reconstructor, wherever it lives
+IMAGES_PER_BATCH = 10_000  # CIFAR-10's: five training batches and one test batch of 10,000
+PIXELS = 3 * 32 * 32
+MAX_ARRAY_BYTES = IMAGES_PER_BATCH * PIXELS  # the largest array a batch holds: its uint8 pixels
+MAX_FILE_BYTES = 2 * MAX_ARRAY_BYTES  # a canonical batch is 31 MB: its pixels and a little more
+
+
+def _declared(shape: Any, dtype: Any) -> None:
+    """Refuse an array a batch declares before numpy allocates it: numbers only (no Python
+    objects), and no more bytes than a CIFAR-10 batch's pixels."""
+    shape = (shape,) if isinstance(shape, int) else shape
+    if not isinstance(shape, tuple) or not all(type(n) is int and n >= 0 for n in shape):
+        raise pickle.UnpicklingError(f"an array of shape {shape!r}")
+    dtype = np.dtype(dtype)
+    if dtype.kind not in "biuf":  # what is no integer is refused after, by name (_integers)
+        raise pickle.UnpicklingError(f"an array of {dtype} (numbers only)")
+    size = math.prod(shape) * dtype.itemsize
+    if size > MAX_ARRAY_BYTES:
+        raise pickle.UnpicklingError(
+            f"an array of {size:,} bytes declared, more than a CIFAR-10 batch's {MAX_ARRAY_BYTES:,}"
+        )
+
+
+class _Array(np.ndarray):
+    """``numpy.ndarray`` as a batch may build it: through ``_reconstruct`` and a state whose
+    shape, type and bytes are checked first (numpy allocates, or crashes, on others)."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> NoReturn:
+        raise pickle.UnpicklingError("refused a direct numpy.ndarray call")
+
+    def __setstate__(self, state: Any) -> None:
+        if not isinstance(state, tuple) or len(state) not in (4, 5):
+            raise pickle.UnpicklingError("an array state that numpy does not write")
+        shape, dtype, _, data = state[-4:]
+        _declared(shape, dtype)
+        if not isinstance(data, bytes) or len(data) != math.prod(shape) * np.dtype(dtype).itemsize:
+            raise pickle.UnpicklingError("an array whose bytes do not match its shape")
+        super().__setstate__(state)
+
+
+def _reconstruct(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
+    if subtype is not _Array:
+        raise pickle.UnpicklingError("refused an array of another type")
+    _declared(shape, dtype)
+    return _RECONSTRUCT(_Array, shape, dtype)
+
+
 _GLOBALS = {  # all that canonical batches (numpy 1) and their numpy 2 re-pickles refer to
-    ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,
-    ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
-    ("numpy", "ndarray"): np.ndarray,
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy", "ndarray"): _Array,
     ("numpy", "dtype"): np.dtype,
     ("_codecs", "encode"): _latin1,
 }
@@ -119,7 +168,11 @@ def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """One pickled batch as ``(images NHWC uint8, labels uint8)``, loaded without running code."""
     try:
         with open(path, "rb") as f:
+            if (size := os.fstat(f.fileno()).st_size) > MAX_FILE_BYTES:
+                raise _bad(path, f"{size:,} bytes, more than a CIFAR-10 batch's {MAX_FILE_BYTES:,} at most")
             batch = _BatchUnpickler(f, encoding="bytes").load()
+    except UsageError:
+        raise
     except Exception as exc:
         raise _bad(path, ": ".join([type(exc).__name__, *str(exc).splitlines()[:1]])) from None
     if not isinstance(batch, dict) or not {b"data", b"labels"} <= batch.keys():

@@ -6,19 +6,19 @@ the export carries those runs and the gain over the baseline with its 95% interv
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import optuna
-import yaml
 from optuna.trial import FrozenTrial, TrialState
 
 from search.base.config import PARAMS, StudyConfig
 from search.base.errors import UsageError
+from search.base.files import finite, folder_in, json_text, write_text
 from search.base.names import companion_name, inside
 from search.base.paths import EXPORTS
 from search.base.stats import gain
+from search.base.yamlfile import yaml_text
 from search.results.compare import (
     BASELINE,
     Runs,
@@ -129,6 +129,7 @@ def export(
     footer = {
         "config": config.model_dump(mode="json"),  # model, optimizer, batch size, epochs, split
         "packages": study.user_attrs.get("packages", {}),  # those the trials ran with
+        "data": study.user_attrs.get("data"),  # the training images searched on; retrain checks
     }
     best = {**header, **_entry(trials[0], config), **verdict(study, config, trials[0], runs), **footer}
     documents = {"best": best}
@@ -137,13 +138,10 @@ def export(
         ranks = [{"rank": i, **_entry(t, config), "confirmed": confirmed.get(t.number)}
                  for i, t in enumerate(trials, 1)]
         documents["top"] = {**header, "confirmed": bool(runs), "trials": ranks, **footer}
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = folder_in(root, folder.name)
     written = []
     for stem, document in documents.items():
-        for path, text in (
-            (folder / f"{stem}.yaml", yaml.safe_dump(document, sort_keys=False)),
-            (folder / f"{stem}.json", json.dumps(document, indent=2) + "\n"),
-        ):
-            path.write_text(text)
-            written.append(path)
+        text = yaml_text(finite(document))  # null where JSON has it
+        written += [write_text(folder / f"{stem}.yaml", text),
+                    write_text(folder / f"{stem}.json", json_text(document))]
     return written

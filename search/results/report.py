@@ -4,7 +4,6 @@ opening from disk with no network: the pages share one copy of plotly.js beside 
 from __future__ import annotations
 
 import html
-import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -16,6 +15,7 @@ from optuna.trial import TrialState
 
 from search.base.config import PARAMS, shown_params
 from search.base.errors import UsageError
+from search.base.files import folder_in, write_bytes, write_text
 from search.base.names import CONFIRMS, inside
 from search.base.paths import REPORTS
 from search.base.stats import describe_spread
@@ -135,13 +135,8 @@ def write_plotlyjs(root: Path) -> None:
     from plotly.offline import get_plotlyjs
 
     script, path = get_plotlyjs().encode(), root / PLOTLY_JS
-    if not path.is_file() or path.read_bytes() != script:
-        partial = path.with_name(f".{PLOTLY_JS}.{os.getpid()}")
-        try:
-            partial.write_bytes(script)
-            partial.replace(path)  # atomic: a page never meets half a script
-        finally:
-            partial.unlink(missing_ok=True)
+    if path.is_symlink() or not path.is_file() or path.read_bytes() != script:
+        write_bytes(path, script)  # whole: a page never meets half a script
 
 
 def write_reports(
@@ -166,10 +161,9 @@ def write_reports(
             print(f"warning: report: skipping {exc}", file=sys.stderr)
     studies = {name: storage.load(name) for name in targets}
     try:
-        root.mkdir(parents=True, exist_ok=True)
-        write_plotlyjs(root)
+        write_plotlyjs(folder_in(root))
         for name, study in studies.items():
-            targets[name].write_text(render(study, storage, top), encoding="utf-8")
+            write_text(targets[name], render(study, storage, top))
     except OSError as exc:
         raise UsageError(f"REPORTS {root}: cannot write ({exc.strerror or exc})") from None
     return list(targets.values())

@@ -3,15 +3,17 @@ the baseline beside it, and both over several seeds if asked."""
 
 from __future__ import annotations
 
-import json
+import math
+import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, PositiveInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
 
 from search.base.config import Point, Seed, StudyConfig, first_error, parse_config
 from search.base.errors import UsageError
+from search.base.files import finite, replacing, write_json
 from search.base.names import StudyName, inside
 from search.base.paths import EXPORTS
 from search.base.stats import describe_gain, describe_spread, gain, spread
@@ -25,7 +27,7 @@ if TYPE_CHECKING:
 
 
 class _Read(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="ignore", frozen=True, allow_inf_nan=False, strict=True)
 
 
 class Baseline(_Read):
@@ -35,6 +37,14 @@ class Baseline(_Read):
     best_epoch: PositiveInt | None = None
     seed: Seed | None = None
     params: Point
+
+
+class DataRecord(_Read):
+    """The study's training data as its export records it (``search.learning.data.fingerprint``)."""
+
+    images: PositiveInt
+    per_class: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=10, max_length=10)]
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
 
 class Export(_Read):
@@ -48,6 +58,7 @@ class Export(_Read):
     params: Point  # checked as the search space is: finite, known names, allowed values
     config: dict[str, Any]
     baseline: Baseline | None = None  # exports from before baselines have none
+    data: DataRecord | None = None  # the study's training data; None in older exports
 
 
 def _read_yaml(path: Path) -> Any:
@@ -98,9 +109,33 @@ def _train(
     fit(model, data["train"], data["val"], config.training, epochs, [history], verbose=2)
     test_loss, test_accuracy = model.evaluate(data["test"], verbose=0)
     last = {key: values[-1] for key, values in history.history.items()}
-    return model, {"seed": seed, "epochs": epochs, "test_accuracy": float(test_accuracy),
-                   "test_loss": float(test_loss), "val_accuracy": last.get("val_accuracy"),
-                   "val_loss": last.get("val_loss"), "history": history.history}
+    losses = [float(test_loss), *history.history.get("loss", [])]
+    return model, {"seed": seed, "epochs": epochs, "diverged": not all(map(math.isfinite, losses)),
+                   "test_accuracy": float(test_accuracy), "test_loss": float(test_loss),
+                   "val_accuracy": last.get("val_accuracy"), "val_loss": last.get("val_loss"),
+                   "history": history.history}
+
+
+def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Test accuracy per run (None where it diverged), and the mean and std of the others."""
+    accuracies = [None if r["diverged"] else r["test_accuracy"] for r in runs]
+    kept = [a for a in accuracies if a is not None]
+    return {"test_accuracy": accuracies, "diverged": len(runs) - len(kept),
+            **(spread(kept) if kept else {"mean": None, "std": None})}
+
+
+def check_data(export: Export, path: Path, found: dict[str, Any]) -> None:
+    """That the training images are those the study searched on, as its export records."""
+    from search.learning.data import describe as described
+
+    if export.data is None:
+        print(f"warning: {path} records no training data (exported before it did, or the study "
+              "never recorded any): DATA_DIR is not checked against the search's", file=sys.stderr)
+    elif export.data.model_dump() != found:
+        raise UsageError(
+            f"{path}: study {export.study_name!r} was searched on other data (stored "
+            f"{described(export.data.model_dump())}, DATA_DIR has {described(found)}); use the original data"
+        )
 
 
 def retrain(
@@ -115,7 +150,7 @@ def retrain(
     ``curves.png``; ``metrics.json`` has every run, mean ± std of both, and the gain.
     """
     from search.base.seeds import derive_seed
-    from search.learning.data import load_test, load_train, resolve_data_dir, split
+    from search.learning.data import fingerprint, load_test, load_train, resolve_data_dir, split
     from search.learning.training import make_dataset
     from search.tuning.artifacts import plot_curves
 
@@ -125,6 +160,7 @@ def retrain(
     config = parse_config(raw, f"{path}: config")
     folder = resolve_data_dir(data_dir)
     x, y = load_train(folder)
+    check_data(export, path, fingerprint(x, y))
     if full:
         train, val = (x, y), None
     else:
@@ -146,16 +182,17 @@ def retrain(
             seed = derive_seed(config.seed, role, i, SEED_STREAM) if fresh else first_seed
             model, run = _train(config, point, epochs, seed, data)
             if name == "chosen" and i == 0:  # the model kept
-                model.save(out / "model.keras")
-                (out / "history.json").write_text(json.dumps(run["history"], indent=1))
+                with replacing(out / "model.keras") as partial:
+                    model.save(partial)
+                write_json(out / "history.json", run["history"], indent=1)
                 title = f"{export.study_name} trial {export.trial} retrained{' (full)' if full else ''}"
-                plot_curves(run["history"], out / "curves.png", title)
+                with replacing(out / "curves.png") as partial:
+                    plot_curves(run["history"], partial, title)
             runs.append(run)
-        accuracies = [r["test_accuracy"] for r in runs]
         results[name] = {"trial": trial, "params": point.model_dump(), "epochs": epochs,
-                         "seeds": [r["seed"] for r in runs], "test_accuracy": accuracies,
-                         **spread(accuracies), "runs": runs}
+                         "seeds": [r["seed"] for r in runs], **_summary(runs), "runs": runs}
     first = results["chosen"]["runs"][0]
+    base = results.get("baseline")
     metrics = {
         "study_name": export.study_name,
         "trial": export.trial,
@@ -167,37 +204,57 @@ def retrain(
         "val_accuracy": first["val_accuracy"],
         "val_loss": first["val_loss"],
         "test_images": len(x_test),
+        "diverged": first["diverged"],
         "test_accuracy": first["test_accuracy"],
         "test_loss": first["test_loss"],
         "seconds": round(time.perf_counter() - start, 2),
         "seeds": seeds,
         "chosen": results["chosen"],
-        "baseline": results.get("baseline"),
-        "gain": gain(results["chosen"]["test_accuracy"], results["baseline"]["test_accuracy"])
-        if "baseline" in results else None,
+        "baseline": base,
+        "gain": _gain(results["chosen"], base) if base is not None else None,
     }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    return metrics
+    write_json(out / "metrics.json", metrics)
+    return finite(metrics)  # as the file has it: null where a figure is not finite
+
+
+def _gain(chosen: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any] | None:
+    """The gain over the runs that did not diverge; None if either config has none."""
+    mine, theirs = ([a for a in r["test_accuracy"] if a is not None] for r in (chosen, baseline))
+    return gain(mine, theirs) if mine and theirs else None
+
+
+DIVERGED = "diverged (the loss is not finite): no result"
+
+
+def _accuracies(result: dict[str, Any]) -> str:
+    """``test accuracy 0.6521 ± 0.0040 (3 runs)``, and how many runs diverged."""
+    kept = [a for a in result["test_accuracy"] if a is not None]
+    if not kept:
+        return f"every run {DIVERGED}"
+    left_out = f"; {result['diverged']} more {DIVERGED}, left out" if result["diverged"] else ""
+    return f"test accuracy {describe_spread(kept)}{left_out}"
 
 
 def describe(metrics: dict[str, Any]) -> str:
-    val = (
-        "no validation set (FULL=1)"
-        if metrics["val_accuracy"] is None
-        else f"val_accuracy {metrics['val_accuracy']:.4f}"
-    )
+    trained = f"after {metrics['epochs']} epochs on {metrics['train_images']:,} images"
+    if metrics["diverged"]:  # its accuracies are chance, not a result
+        tested = f"the kept model {DIVERGED} {trained}"
+    else:
+        val = ("no validation set (FULL=1)" if metrics["val_accuracy"] is None
+               else f"val_accuracy {metrics['val_accuracy']:.4f}")
+        tested = f"test accuracy {metrics['test_accuracy']:.4f} (loss {metrics['test_loss']:.4f}) {trained}; {val}"
     lines = [
-        f"test accuracy {metrics['test_accuracy']:.4f} (loss {metrics['test_loss']:.4f}) "
-        f"after {metrics['epochs']} epochs on {metrics['train_images']:,} images; {val}; "
+        f"{tested}; "
         f"the search's trial {metrics['trial']} had "
         f"val_accuracy {metrics['trial_val_accuracy']:.4f}"
     ]
     for name in ("chosen", "baseline"):
         if (result := metrics[name]) is not None:
-            lines.append(f"{name} (trial {result['trial']}): test accuracy "
-                         f"{describe_spread(result['test_accuracy'])}")
-    if metrics["gain"] is None:
+            lines.append(f"{name} (trial {result['trial']}): {_accuracies(result)}")
+    if metrics["baseline"] is None:
         lines.append("baseline: not trained (--no-baseline, or the export has none)")
+    elif metrics["gain"] is None:
+        lines.append("gain over the baseline: undefined (every run of one of them diverged)")
     else:
         interval = "" if metrics["gain"]["low"] is not None else " (no interval: SEEDS=2 or more gives one)"
         lines.append(f"gain over the baseline: {describe_gain(metrics['gain'])}{interval}")

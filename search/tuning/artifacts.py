@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 from search.base.config import shown_params
 from search.base.errors import one_line
+from search.base.files import json_text
 from search.tuning.storage import STORAGE_ERRORS, artifact_store
 
 
@@ -131,7 +132,7 @@ class TrialArtifacts:
         with tempfile.TemporaryDirectory() as tmp:
             curves, data = Path(tmp) / "learning_curves.png", Path(tmp) / "history.json"
             plot_curves(history, curves, f"trial {trial.number}: {shown_params(trial)}")
-            data.write_text(json.dumps(history, indent=1))
+            data.write_text(json_text(history, indent=1))  # a private temporary folder
             curves_id, _ = [
                 upload_artifact(
                     artifact_store=self.store,

@@ -9,6 +9,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import quote, quote_plus, unquote
 
 import optuna
@@ -19,6 +20,7 @@ from sqlalchemy.engine import URL, make_url
 
 from search.base.config import Storage
 from search.base.errors import StorageUnavailable, UsageError
+from search.base.files import folder_in, write_bytes
 
 DEFAULT_URL = "sqlite:///storage/optuna.db"
 RECONNECT_SECONDS = 60.0
@@ -132,10 +134,23 @@ def check_artifact_folder(path: str | Path) -> None:
         raise UsageError(f"storage.artifacts {path}: cannot create (Permission denied)")
 
 
+class LinkSafeArtifactStore(FileSystemArtifactStore):
+    """Optuna's artifact store on a folder, writing each file as every command does
+    (``search.base.files``): a link found where an artifact goes is replaced, never followed."""
+
+    def __init__(self, base_path: str | Path) -> None:
+        super().__init__(base_path)
+        self.folder = Path(base_path)
+
+    def write(self, artifact_id: str, content_body: BinaryIO) -> None:
+        if artifact_id in ("", ".", "..") or Path(artifact_id).name != artifact_id:
+            raise ValueError(f"artifact id {artifact_id!r} is not a file name")
+        write_bytes(self.folder / artifact_id, content_body)
+
+
 def artifact_store(path: str | Path) -> FileSystemArtifactStore:
     """The folder where trials' files (curves, histories) live, as Optuna's artifact store."""
-    Path(path).mkdir(parents=True, exist_ok=True)
-    return FileSystemArtifactStore(str(path))
+    return LinkSafeArtifactStore(folder_in(Path(path)))
 
 
 def _engine_kwargs(url: URL) -> dict:
