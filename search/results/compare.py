@@ -171,8 +171,9 @@ def confirmed_lines(runs: list[Runs]) -> list[str]:
     """Each confirmed configuration's mean ± std, and the one best with its gain over the baseline."""
     if not runs:
         return []
-    lines = ["confirmed val_accuracy (fresh seeds, all epochs, no pruning), mean ± std:"]
-    lines += [f"  {r.label}: {describe_spread(r.values)}" for r in runs]
+    lines = ["confirmed val_accuracy (fresh seeds, all epochs, no pruning), mean ± std; gain over "
+             "the baseline (95% CI):"]
+    lines += [f"  {label}: {spread}; {versus}" for label, _, _, spread, versus in confirmation_rows(runs)]
     return [*lines, best_confirmed_line(runs)]
 
 

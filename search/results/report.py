@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import os
 import sys
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -63,7 +64,9 @@ def _importances(study: optuna.Study) -> Figure | str:
             "Not enough complete trials to rank the hyperparameters "
             f"({complete}; importances need at least {MIN_TRIALS_FOR_IMPORTANCES})."
         )
-    return vis.plot_param_importances(study, target_name=METRIC)
+    with warnings.catch_warnings():  # l1 and l2 exist only when on: their regimes can be small
+        warnings.filterwarnings("ignore", "Some regimes for parameter", UserWarning)
+        return vis.plot_param_importances(study, target_name=METRIC)
 
 
 CURVES = "Validation accuracy per epoch (hover for a trial's parameters)"

@@ -112,7 +112,8 @@ class Monitor:
             if self.file.isatty()
             else None
         )
-        trials = f"{total} trials" if total else "trials"
+        noun = "confirmation runs" if self.confirming else "trials"
+        trials = f"{total} {noun}" if total else noun
         self._line(f"study {study.study_name}: {trials} from number {first}, {epochs} epochs at most")
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
