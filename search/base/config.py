@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]  # what NumPy, Keras and scikit-learn accept
 CLASSES = 10
-BASELINE_LABEL = "baseline"
 
 
 class _Strict(BaseModel):
@@ -331,7 +330,7 @@ def trial_label(trial: FrozenTrial) -> str:
     if type(index) is not int:
         return f"trial {trial.number}" + (" (baseline)" if attrs.get("baseline") is True else "")
     source = attrs.get("source_trial")
-    what = [BASELINE_LABEL] if attrs.get("baseline") is True else []
+    what = ["baseline"] if attrs.get("baseline") is True else []
     if type(source) is int:
         what.append(f"search trial {source}")
     seeds = attrs.get("seeds")

@@ -40,12 +40,12 @@ class EpochPruningCallback(KerasPruningCallback):
 
     def __init__(self, trial: optuna.Trial, monitor: str, prunable: bool = True) -> None:
         super().__init__(trial, monitor)
-        self.prunable = prunable
+        self.monitor, self.prunable = monitor, prunable
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
         logs = dict(logs or {})
-        if logs.get(self._monitor) is not None:
-            logs[self._monitor] = round(float(logs[self._monitor]), DECIMALS)
+        if logs.get(self.monitor) is not None:  # stored as shown: 0.419, not 0.41899999976
+            logs[self.monitor] = round(float(logs[self.monitor]), DECIMALS)
         try:
             super().on_epoch_end(epoch + 1, logs)
         except optuna.TrialPruned:
