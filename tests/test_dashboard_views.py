@@ -93,3 +93,27 @@ def test_a_writable_dashboard_has_no_read_only_notice(studies, start_dashboard, 
     expect(page.get_by_text("views.confirm")).to_be_visible()
     expect(page.locator("#read-only-notice")).to_have_count(0)
     assert open_storage(url)  # nothing was changed by looking
+
+
+def test_confirmation_pages_answer_every_spelling_of_the_study_api():
+    """A trailing slash (bottle strips it) or a study id of no study: no way around, no crash."""
+    from search.interfaces.dashboard_views import ConfirmationPages
+
+    class Storage:
+        def get_study_user_attrs(self, study_id: int) -> dict:
+            if study_id == 9:
+                raise KeyError(study_id)
+            return {"confirms": "search"} if study_id == 2 else {}
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [json.dumps({"best_trials": [{"number": 1}]}).encode()]
+
+    pages = ConfirmationPages(app, Storage())
+
+    def get(path: str) -> dict:
+        return json.loads(b"".join(pages({"PATH_INFO": path, "REQUEST_METHOD": "GET"}, lambda *a: None)))
+
+    assert get("/api/studies/2") == get("/api/studies/2/") == {"best_trials": []}
+    assert get("/api/studies/2/param_importances") == {"param_importances": [[]]}
+    assert get("/api/studies/1") == get("/api/studies/9") == {"best_trials": [{"number": 1}]}

@@ -76,7 +76,12 @@ def test_seeds_train_both_configs_and_give_the_gain(best, cifar_dir):
 def test_no_baseline_trains_the_chosen_config_only(best, cifar_dir, capsys, monkeypatch):
     monkeypatch.chdir(best.parent.parent.parent)
     assert main(["retrain", "--config", str(best), "--data-dir", str(cifar_dir), "--no-baseline"]) == 0
-    assert "baseline: not trained" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "baseline: not trained" in out
+    trial = yaml.safe_load(best.read_text())["trial"]
+    assert f"chosen (search trial {trial}), seed 1 of 1: training " in out  # each run labelled
+    assert f"chosen (search trial {trial}), seed 1 of 1: test accuracy " in out
+    assert "Epoch 1/" not in out  # Keras' lines only with VERBOSE=1
     metrics = json.loads((best.parent / "metrics.json").read_text())
     assert metrics["baseline"] is None and metrics["gain"] is None and len(metrics["chosen"]["runs"]) == 1
 

@@ -43,7 +43,7 @@ SCRIPT = f"""(() => {{
   }};
 }})();
 """.encode()
-STUDY_API = re.compile(r"/api/studies/(?P<id>[0-9]+)(?P<importances>/param_importances)?")
+STUDY_API = re.compile(r"/api/studies/(?P<id>[0-9]+)(?P<importances>/param_importances)?/*")  # as bottle strips "/"
 CACHE_HEADERS = ("HTTP_IF_MODIFIED_SINCE", "HTTP_IF_NONE_MATCH", "HTTP_RANGE")
 
 App = Callable[[dict, Callable], Iterable[bytes]]
