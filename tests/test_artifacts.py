@@ -97,7 +97,7 @@ def test_trial_artifacts_note_and_study_figure(tmp_path, sqlite_url, drawn):
     assert png.filename == "learning_curves.png"
     assert files["application/json"].filename == "history.json"
     url = f"/artifacts/{study._study_id}/{trial._trial_id}/{png.artifact_id}"  # the dashboard's
-    assert note(study, 2) == f"![learning curves of trial 2]({url})\n"
+    assert note(study, 2) == f"**trial 2**: {expected}\n\n![learning curves of trial 2]({url})\n"
     figure = stored_figure(study)
     assert [t["name"] for t in figure["data"]] == ["trial 0", "trial 2"]
     assert expected in figure["data"][1]["hovertemplate"]
@@ -145,7 +145,9 @@ def test_a_search_saves_the_study_curves_and_each_trial_note(tmp_path, cifar_dir
     study = optuna.load_study(study_name="tiny", storage=sqlite_url)
     assert all(t.state == TrialState.COMPLETE for t in study.trials)
     figure = stored_figure(study)
-    assert [t["name"] for t in figure["data"]] == ["trial 0", "trial 1", "trial 2"]
+    assert [t["name"] for t in figure["data"]] == ["trial 0 (baseline)", "trial 1", "trial 2"]
+    assert figure["data"][0]["line"]["dash"] == "dash"  # the baseline stands apart
+    assert note(study, 0).startswith("**Baseline**: ")
     for trace, trial in zip(figure["data"], study.trials):
         assert trace["y"] == [round(trial.intermediate_values[s], 4) for s in trace["x"]]
         assert f"dropout {trial.params['dropout']:.3g}" in trace["hovertemplate"]  # as the model used it

@@ -9,7 +9,7 @@ import pytest
 from optuna.trial import TrialState
 from optuna_dashboard import get_note
 
-from search.base.config import parse_config
+from search.base.config import parse_config, shown_params
 from search.learning.data import load_split
 from search.running.runner import run_search
 from search.testing import start_search, tiny_raw
@@ -32,7 +32,7 @@ def test_a_new_study_queues_its_baseline_once_and_a_resumed_one_not_again(tmp_pa
     assert created
     (trial,) = study.trials
     assert trial.state == TrialState.WAITING and trial.user_attrs == {"baseline": True}
-    assert trial.system_attrs["fixed_params"] == {"l1": 1e-7, "l2": 2e-4, "dropout": 0.3}  # 0: off
+    assert trial.system_attrs["fixed_params"] == {"l1_on": False, "l2_on": True, "l2": 2e-4, "dropout": 0.3}
     for _ in range(2):
         assert prepare_study(config, storage)[1] is False
     assert len(storage.load("tiny").trials) == 1
@@ -52,17 +52,19 @@ def test_the_baseline_trains_at_its_effective_values_and_is_reported(tmp_path, c
     study = optuna.load_study(study_name="tiny", storage=sqlite_url)
     base, other = study.trials
     assert base.user_attrs["baseline"] is True and "baseline" not in other.user_attrs
-    assert base.params["l1"] == 1e-7 and base.user_attrs["effective_params"] == POINT
+    assert "l1" not in base.params and base.params["l1_on"] is False  # stored as off
+    assert base.user_attrs["effective_params"] == POINT
     assert other.user_attrs["effective_params"] == config.search_space.effective(other.params)
-    line = f"baseline: trial 0, val_accuracy {base.value:.4f} (l1 off, l2 0.0002, dropout 0.3); "
+    line = f"baseline: trial 0 (baseline), val_accuracy {base.value:.4f} (l1 off, l2 0.0002, dropout 0.3)\n"
     assert line in out
     best = study.best_trial
     if best.number == 1:
-        assert f"best trial 1 is {best.value - base.value:+.4f} over it (one run each, unconfirmed)" in out
+        assert (f"best by search (one run each, unconfirmed): trial 1, val_accuracy {best.value:.4f} "
+                f"({shown_params(best)}); {best.value - base.value:+.4f} over the baseline") in out
     else:
-        assert line + "no trial beats it" in out
+        assert "best by search (one run each, unconfirmed): the baseline, no trial beats it" in out
     note = get_note(study)
-    assert "**Baseline**: l1 0, l2 0.0002, dropout 0.3, the first trial" in note and line in note
+    assert "**Baseline**: l1 0, l2 0.0002, dropout 0.3, the first trial" in note and line.strip() in note
 
     assert run_search(config, trials=1, storage_url=sqlite_url, data_dir=str(cifar_dir)) == 0
     assert [t.number for t in marked(sqlite_url)] == [0]  # a resumed study queues no second one

@@ -272,7 +272,7 @@ def test_an_unreadable_config_is_refused_in_one_line(tmp_path, monkeypatch):
         load_config(path)
 
 
-# off_below: the lowest part of a log range means "off"
+# off_below: the penalty may be off (l1_on), and is sampled from [off_below, high] when on
 SPACE = SearchSpace(
     l1=Param(low=1e-7, high=1e-2, log=True, off_below=1e-6),
     l2=Param(low=1e-5, high=1e-1, log=True),
@@ -280,15 +280,21 @@ SPACE = SearchSpace(
 )
 
 
-def test_effective_turns_values_below_off_below_into_zero():
+def test_effective_reads_the_on_flag():
+    assert SPACE.effective({"l1_on": False, "l2": 2e-5, "dropout": 0.25}) == {"l1": 0.0, "l2": 2e-5, "dropout": 0.25}
+    assert SPACE.effective({"l1_on": True, "l1": 3e-6, "l2": 2e-5, "dropout": 0.25})["l1"] == 3e-6
+
+
+def test_effective_reads_the_old_encoding_below_off_below_as_zero():
     assert SPACE.effective({"l1": 5e-7, "l2": 2e-5, "dropout": 0.25}) == {"l1": 0.0, "l2": 2e-5, "dropout": 0.25}
     assert SPACE.effective({"l1": 1e-6, "l2": 1e-5, "dropout": 0.25})["l1"] == 1e-6  # off_below itself is on
     assert SPACE.effective({"l1": 3e-3, "l2": 1e-5, "dropout": 0.25})["l1"] == 3e-3
 
 
 def test_trial_params_map_a_point_into_the_space():
-    assert SPACE.trial_params({"l1": 0.0, "l2": 3e-3, "dropout": 0.25}) == {"l1": 1e-7, "l2": 3e-3, "dropout": 0.25}
-    assert SPACE.trial_params({"l1": 2e-4, "l2": 1e-5, "dropout": 0.25})["l1"] == 2e-4
+    assert SPACE.trial_params({"l1": 0.0, "l2": 3e-3, "dropout": 0.25}) == {"l1_on": False, "l2": 3e-3, "dropout": 0.25}
+    assert SPACE.trial_params({"l1": 2e-4, "l2": 1e-5, "dropout": 0.25}) == {
+        "l1_on": True, "l1": 2e-4, "l2": 1e-5, "dropout": 0.25}
     point = {"l1": 0.0, "l2": 3e-3, "dropout": 0.25}
     assert SPACE.effective(SPACE.trial_params(point)) == point  # the enqueued trial is that point
 

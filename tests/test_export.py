@@ -9,7 +9,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from optuna.distributions import FloatDistribution
+from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 from scipy import stats
 
@@ -18,8 +18,19 @@ from search.interfaces.cli import main
 from search.results.confirm import companion_config
 from search.results.export import export
 from search.results.report import write_reports
+from search.tuning.objective import suggest
 from search.tuning.storage import open_storage
 from search.tuning.study import PACKAGES, prepare_study
+
+
+def distributions(config: StudyConfig, params: dict) -> dict:
+    """The distributions the objective gives ``params`` (``l1_on`` first, ``l1`` when on)."""
+    space = config.search_space
+    return {
+        name: CategoricalDistribution([True, False]) if name.endswith("_on")
+        else FloatDistribution(*getattr(space, name).sampled_bounds, log=getattr(space, name).log)
+        for name in params
+    }
 
 
 def add_trials(study: optuna.Study, config: StudyConfig, values: list[float | None]) -> None:
@@ -27,17 +38,18 @@ def add_trials(study: optuna.Study, config: StudyConfig, values: list[float | No
 
     The first value goes to the queued baseline trial (trial 0), if the study has one.
     """
-    space = {
-        name: FloatDistribution(*param.bounds, log=param.log) for name, param in config.search_space
-    }
     for value in values:
         number = len(study.trials)
         state = TrialState.PRUNED if value is None else TrialState.COMPLETE
         if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-            trial = study.ask(space)  # the queued trial, with its own params
+            trial = study.ask()  # the queued trial, with its own params
+            suggest(trial, config.search_space)
             number, params = trial.number, trial.params
         else:
-            trial, params = None, {name: d.low + (d.high - d.low) / (number + 2) for name, d in space.items()}
+            point = {name: low + (high - low) / (number + 2)
+                     for name, (low, high) in ((n, p.sampled_bounds) for n, p in config.search_space)}
+            trial, params = None, config.search_space.trial_params(point)
+        space = distributions(config, params)
         # what the objective records
         attrs = {"best_epoch": 2, "epochs_run": 2, "seed": 1000 + number,
                  "effective_params": config.search_space.effective(params)}
@@ -69,14 +81,15 @@ def test_best_holds_what_retraining_needs(study, tiny_config, sqlite_url, tmp_pa
     assert best["study_name"] == "tiny"
     assert (best["trial"], best["value"]) == (2, 0.75)
     assert best["best_epoch"] == 2 and best["seed"] == 1002
-    assert best["params"] == study.trials[2].params
+    assert best["params"] == tiny_config.search_space.effective(study.trials[2].params)  # as used
+    assert best["sampled"] == study.trials[2].params  # as stored
     assert best["config"] == tiny_config.model_dump(mode="json")  # model, optimizer, split...
     assert set(best["packages"]) == set(PACKAGES)
     assert best["storage"] == sqlite_url
     assert not (folder / "top.yaml").exists()
     assert best["confirmed"] is False and best["note"].startswith("unconfirmed: ")
     assert (best["baseline"]["trial"], best["baseline"]["value"]) == (0, 0.5)
-    assert best["baseline"]["effective_params"] == {"l1": 0.0, "l2": 0.001, "dropout": 0.5}
+    assert best["baseline"]["params"] == {"l1": 0.0, "l2": 0.001, "dropout": 0.5}
     assert best["gain"] == {"mean": 0.25, "low": None, "high": None, "method": "one search run each"}
 
 
@@ -84,13 +97,13 @@ def add_confirmations(storage, config: StudyConfig, runs: dict) -> None:
     """Complete confirmation runs without training: ``{trial number or "baseline": values}``."""
     companion, _ = prepare_study(companion_config(config), storage, "tiny.confirm")
     companion.set_user_attr("confirms", "tiny")
-    space = {name: FloatDistribution(*p.bounds, log=p.log) for name, p in config.search_space}
     search = storage.load("tiny")
     for key, values in runs.items():
         source = 0 if key == "baseline" else key
         for i, value in enumerate(values):
             attrs = {"source_trial": source, "seed_index": i, "seed": 7 + i, "baseline": key == "baseline"}
-            companion.add_trial(create_trial(params=search.trials[source].params, distributions=space,
+            params = search.trials[source].params
+            companion.add_trial(create_trial(params=params, distributions=distributions(config, params),
                                              value=value, user_attrs=attrs))
 
 
@@ -102,10 +115,11 @@ def test_confirmations_rank_the_export_and_give_the_gain(study, tiny_config, sql
     junk = [{"source_trial": 2, "seed_index": "1", "baseline": False},  # read from a shared DB:
             {"source_trial": True, "seed_index": 0}, {"seed_index": -1, "baseline": True},
             {"source_trial": 2, "seed_index": 0, "baseline": False}]  # a second run of one seed
-    space = {name: FloatDistribution(*p.bounds, log=p.log) for name, p in tiny_config.search_space}
+    params = study.trials[2].params
+    space = distributions(tiny_config, params)
     companion = storage.load("tiny.confirm")
     for attrs in junk:
-        companion.add_trial(create_trial(params=study.trials[2].params, distributions=space, value=0.99,
+        companion.add_trial(create_trial(params=params, distributions=space, value=0.99,
                                          user_attrs=attrs))
 
     export(sqlite_url, "tiny", top=5, root=tmp_path)
@@ -124,7 +138,7 @@ def test_confirmations_rank_the_export_and_give_the_gain(study, tiny_config, sql
     half = stats.t.ppf(0.975, df) * math.sqrt(va + vb)
     gain = best["gain"]
     assert gain["mean"] == pytest.approx(0.21) and gain["confidence"] == 0.95
-    assert (gain["low"], gain["high"]) == (pytest.approx(0.21 - half), pytest.approx(0.21 + half))
+    assert (gain["low"], gain["high"]) == (round(0.21 - half, 4), round(0.21 + half, 4))  # JSON: 4 places
     assert [r["trial"] for r in confirmation["ranking"]] == [3, 2, 0]
 
     top = yaml.safe_load((tmp_path / "tiny" / "top.yaml").read_text())
@@ -135,10 +149,11 @@ def test_confirmations_rank_the_export_and_give_the_gain(study, tiny_config, sql
     (page,) = write_reports(sqlite_url, "tiny", root=tmp_path)  # the report shows the same
     text = page.read_text()
     assert "<h2>Baseline vs best</h2>" in text
-    assert "<td>baseline</td><td>0</td><td>0.5000</td><td>l1 off, l2 0.001, dropout 0.5</td>" \
+    assert "<td>baseline</td><td>trial 0 (baseline)</td><td>0.5000</td><td>l1 off, l2 0.001, dropout 0.5</td>" \
            "<td>0.5100 ± 0.0100 (3 runs)</td>" in text
-    assert "<td>best</td><td>3</td><td>0.6000</td>" in text and "0.7200 ± 0.0200 (3 runs)" in text
-    assert f"best confirmed: search trial 3, +0.2100 (95% CI {0.21 - half:+.4f} to {0.21 + half:+.4f})" in text
+    assert "<td>best (confirmed)</td><td>trial 3</td><td>0.6000</td>" in text and "0.7200 ± 0.0200 (3 runs)" in text
+    assert (f"best (confirmed): search trial 3, 0.7200 ± 0.0200 (3 runs); gain +0.2100 "
+            f"(95% CI {0.21 - half:+.4f} to {0.21 + half:+.4f}) over the baseline") in text
 
 
 def test_packages_are_those_the_study_ran_with(study, sqlite_url, tmp_path):

@@ -39,9 +39,11 @@ def test_page_has_every_plot_and_the_top_trials(tiny_config, storage, sqlite_url
     assert "Optimization History Plot" not in page  # one title per plot: the heading
     # the validation curves: axes named, one line per finished trial with values, named
     assert '"title":{"text":"epoch"}' in page and '"title":{"text":"validation accuracy"}' in page
-    named = re.findall(r'"name":"trial (\d+)"', page)
+    named = re.findall(r'"name":"trial (\d+)( \(baseline\))?"', page)
+    assert named[0] == ("0", " (baseline)")  # the baseline's line says so
+    named = [number for number, _ in named]
     assert named == [str(n) for n, v in enumerate(values) if v is not None]
-    rows = re.findall(r"<tr><td>(\d+)</td><td>(\d+)</td><td>([\d.]+)</td>", page)
+    rows = re.findall(r"<tr><td>(\d+)</td><td>trial (\d+)</td><td>([\d.]+)</td>", page)
     assert rows == [("1", "3", "0.8000"), ("2", "5", "0.7000"), ("3", "6", "0.6500")]
 
 

@@ -36,7 +36,8 @@ def test_trials_are_persisted_and_a_second_run_resumes(tmp_path, cifar_dir, sqli
     assert study.metric_names == ["val_accuracy"]
     assert study.user_attrs["split"] == {"train_size": 400, "val_size": 100, "split_seed": 0}
     for t in trials:
-        assert set(t.params) == {"l1", "l2", "dropout"}
+        assert {"l1_on", "l2_on", "dropout"} <= set(t.params) <= {"l1_on", "l1", "l2_on", "l2", "dropout"}
+        assert ("l1" in t.params) is t.params["l1_on"] and ("l2" in t.params) is t.params["l2_on"]
         assert ATTRS <= set(t.user_attrs)
         assert t.user_attrs["n_params"] == 122_570 and t.user_attrs["epochs_run"] == 2
         assert sorted(t.intermediate_values) == [1, 2]  # epochs, counted as Keras prints them

@@ -128,8 +128,8 @@ def test_the_summary_and_progress_speak_of_this_launch_only(tmp_path, sqlite_url
     assert text.splitlines()[:4] == [
         "ran 3 trials in 1.0 min: 2 complete, 1 fail",
         "epochs: 4 trained of the 6 of these trials unpruned (67%)",  # "1", not a count, is left out
-        "best: trial 5, val_accuracy 0.6000 (l1 0.6, l2 off, dropout 0)",
-        "study's best: trial 0, val_accuracy 0.9000 (l1 0.9, l2 off, dropout 0)",
+        "baseline: none in this study",  # one best, the study's: the launch's own is no other best
+        "best by search (one run each, unconfirmed): trial 0, val_accuracy 0.9000 (l1 0.9, l2 off, dropout 0)",
     ]
     assert "(study 'tiny', 6 trials in all)" in text
     with Monitor(study, 1, 3, 3, interval=3600, launch=7):

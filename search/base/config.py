@@ -44,10 +44,18 @@ def _checked(value: Any, info: ValidationInfo) -> Any:
     return value
 
 
+def flag(name: str) -> str:
+    """The categorical parameter that turns penalty ``name`` on or off: ``l1_on``."""
+    return f"{name}_on"
+
+
 class Param(_Strict):
     """A hyperparameter: fixed at ``value``, or sampled from ``[low, high]`` (log scale if ``log``).
 
-    With ``off_below`` (log scale only), a value sampled below it means 0: the penalty is off.
+    With ``off_below`` (log scale only) the penalty may be off: Optuna first chooses
+    ``<name>_on`` (True or False), and only when on samples the strength from
+    ``[off_below, high]``. Studies stored before that encoding sampled ``[low, high]`` and
+    took a value below ``off_below`` as off; ``effective`` reads them so.
     """
 
     value: float | None = None
@@ -79,17 +87,22 @@ class Param(_Strict):
     def bounds(self) -> tuple[float, float]:
         return (self.value, self.value) if self.value is not None else (self.low, self.high)
 
+    @property
+    def sampled_bounds(self) -> tuple[float, float]:
+        """The range Optuna samples (when on, for a penalty that may be off)."""
+        return self.bounds if self.off_below is None else (self.off_below, self.high)
+
     def effective(self, sampled: float) -> float:
-        """The value the model uses: 0 below ``off_below``, else ``sampled``."""
+        """The value the model uses: 0 below ``off_below`` (the old encoding), else ``sampled``."""
         return 0.0 if self.off_below is not None and sampled < self.off_below else sampled
 
-    def trial_value(self, value: float) -> float:
-        """The value to sample that means ``value`` (0: off); ``ValueError`` if none does."""
+    def trial_values(self, name: str, value: float) -> dict[str, float | bool]:
+        """The parameters to enqueue that mean ``value`` (0: off); ``ValueError`` if none does."""
         if self.off_below is not None and value == 0:
-            return self.low
-        low, high = self.bounds if self.off_below is None else (self.off_below, self.high)
+            return {flag(name): False}
+        low, high = self.sampled_bounds
         if low <= value <= high:
-            return value
+            return {flag(name): True, name: value} if self.off_below is not None else {name: value}
         where = f"outside the search space [{low}, {high}]" if low < high else f"not the fixed value {low}"
         if self.off_below is not None:
             where += "; give 0 for off"
@@ -107,16 +120,21 @@ class SearchSpace(_Strict):
 
     _values = field_validator("l1", "l2", "dropout")(_checked)
 
-    def effective(self, params: Mapping[str, float]) -> dict[str, float]:
-        """Sampled values -> the values the model uses (below ``off_below`` -> 0.0)."""
-        return {name: getattr(self, name).effective(params[name]) for name in PARAMS}
+    def effective(self, params: Mapping[str, float | bool]) -> dict[str, float]:
+        """Stored parameters (either encoding) or a point -> the values the model uses (0: off)."""
+        return {
+            name: (params[name] if params[flag(name)] else 0.0)
+            if flag(name) in params
+            else getattr(self, name).effective(params[name])
+            for name in PARAMS
+        }
 
-    def trial_params(self, point: Mapping[str, float]) -> dict[str, float]:
-        """A point (0 meaning off) -> the values to enqueue; ``ValueError`` naming one outside."""
+    def trial_params(self, point: Mapping[str, float]) -> dict[str, float | bool]:
+        """A point (0 meaning off) -> the parameters to enqueue; ``ValueError`` naming one outside."""
         params = {}
         for name in PARAMS:
             try:
-                params[name] = getattr(self, name).trial_value(point[name])
+                params.update(getattr(self, name).trial_values(name, point[name]))
             except ValueError as exc:
                 raise ValueError(f"{name}: {exc}") from None
         return params
@@ -288,14 +306,42 @@ def _number(value: Any) -> bool:
     return type(value) in (int, float) and math.isfinite(value)
 
 
-def shown_params(trial: FrozenTrial) -> str:
-    """``l1 off, l2 0.001, dropout 0.5``: the values the model used (``effective_params``)."""
+def model_values(trial: FrozenTrial) -> dict[str, float]:
+    """The values the model used (0: off): user attr ``effective_params``, else the parameters
+    read as the search space stores them (``<name>_on`` False: off)."""
     values = trial.user_attrs.get("effective_params")
-    if not isinstance(values, dict) or not all(_number(values.get(p)) for p in PARAMS):
-        values = trial.params
+    if isinstance(values, dict) and all(_number(values.get(p)) for p in PARAMS):
+        return {p: values[p] for p in PARAMS}
+    params = trial.params
+    return {
+        name: 0.0 if params.get(flag(name)) is False else params[name]
+        for name in PARAMS
+        if params.get(flag(name)) is False or _number(params.get(name))
+    }
+
+
+def shown_params(trial: FrozenTrial) -> str:
+    """``l1 off, l2 0.001, dropout 0.5``: the values the model used (``model_values``)."""
+    values = model_values(trial)
     shown = [
         f"{name} off" if values[name] == 0 and name != "dropout" else f"{name} {values[name]:.3g}"
         for name in PARAMS
         if _number(values.get(name))
     ]
     return ", ".join(shown) or "no parameters yet"
+
+
+def trial_label(trial: FrozenTrial) -> str:
+    """``trial 7``, ``trial 0 (baseline)``, or for a run of ``make confirm`` (user attrs
+    ``source_trial``, ``seed_index``): ``confirmation run 3 (search trial 7, seed 2 of 3)``."""
+    attrs = trial.user_attrs
+    index = attrs.get("seed_index")
+    if type(index) is not int:
+        return f"trial {trial.number}" + (" (baseline)" if attrs.get("baseline") is True else "")
+    source = attrs.get("source_trial")
+    what = ["baseline"] if attrs.get("baseline") is True else []
+    if type(source) is int:
+        what.append(f"search trial {source}")
+    seeds = attrs.get("seeds")
+    what.append(f"seed {index + 1}" + (f" of {seeds}" if type(seeds) is int else ""))
+    return f"confirmation run {trial.number} ({', '.join(what)})"

@@ -8,13 +8,19 @@ from collections.abc import Sequence
 from typing import Any
 
 CONFIDENCE = 0.95
+DECIMALS = 4  # accuracies as stored and shown: float32 noise beyond this is no information
+
+
+def rounded(value: float | None) -> float | None:
+    """``value`` to ``DECIMALS`` places (for JSON and Optuna: a number without float noise)."""
+    return None if value is None else round(value, DECIMALS)
 
 
 def spread(values: Sequence[float]) -> dict[str, Any]:
     """Mean and sample standard deviation (None with fewer than 2 values)."""
     return {
-        "mean": statistics.fmean(values),
-        "std": statistics.stdev(values) if len(values) > 1 else None,
+        "mean": rounded(statistics.fmean(values)),
+        "std": rounded(statistics.stdev(values)) if len(values) > 1 else None,
     }
 
 
@@ -32,9 +38,9 @@ def gain(values: Sequence[float], baseline: Sequence[float]) -> dict[str, Any]:
         if math.isfinite(interval.low) and math.isfinite(interval.high):
             low, high = float(interval.low), float(interval.high)
     return {
-        "mean": statistics.fmean(values) - statistics.fmean(baseline),
-        "low": low,
-        "high": high,
+        "mean": rounded(statistics.fmean(values) - statistics.fmean(baseline)),
+        "low": rounded(low),
+        "high": rounded(high),
         "confidence": CONFIDENCE,
         "method": "Welch t interval on the difference of means",
     }

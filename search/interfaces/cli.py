@@ -15,10 +15,15 @@ import sys
 
 from search.base.errors import SearchError, UsageError
 from search.base.names import check_name
-from search.learning.quiet import set_verbosity
+from search.learning.quiet import set_verbosity, verbose
 
 DEFAULT_CONFIG = "study_configs/cifar10.yaml"
 DEFAULT_URL = "sqlite:///storage/optuna.db"  # search.tuning.storage.DEFAULT_URL, which loads Optuna
+
+
+def plain(text: str) -> str:
+    """A docstring for ``--help``: without reStructuredText's double backticks."""
+    return text.replace("``", "")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -109,7 +114,7 @@ def _run_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m search", description=__doc__)
+    parser = _Parser(prog="python -m search", description=plain(__doc__))
     _verbose(parser, default=False)
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -278,9 +283,19 @@ COMMANDS = {
 }
 
 
+def quiet_optuna() -> None:
+    """Optuna's INFO lines (``A new study created in RDB ...``) off: the commands say what they
+    did in their own lines; warnings stay, and everything shows with ``-v``."""
+    import optuna
+
+    if not verbose():
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     set_verbosity(args.verbose)  # before anything loads TensorFlow
+    quiet_optuna()
     try:
         return COMMANDS[args.command](args)
     except SearchError as exc:  # UsageError 2, StorageUnavailable 3, TrialsFailing 4

@@ -12,10 +12,12 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from search.base.errors import UsageError, one_line
 from search.base.names import shown
+from search.interfaces.dashboard_views import ConfirmationPages, ReadOnlyNotice
 
 LOOPBACK = ("localhost", "127.0.0.1", "::1")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-READ_ONLY = "read-only dashboard: restart it with --allow-writes to change studies"
+READ_ONLY = ("read-only: start with ALLOW_WRITES=1 (make dashboard ALLOW_WRITES=1, or --allow-writes) "
+             "to delete, rename or edit")
 WRONG_HOST = (
     "the Host header does not name this dashboard (DNS rebinding guard): "
     "open it at the address it printed, or restart it with --allowed-host NAME"
@@ -139,7 +141,8 @@ def serve(
         raise UsageError(f"PORT {port}: not a TCP port (1-65535)")
     hosts = allowed_hosts(host, port, extra_hosts)
     storage = open_storage(storage_url, read_only=True)
-    app = Guard(wsgi(storage.rdb, artifact_store=artifact_store(artifacts)), hosts, allow_writes)
+    app = ConfirmationPages(wsgi(storage.rdb, artifact_store=artifact_store(artifacts)), storage.rdb)
+    app = Guard(app if allow_writes else ReadOnlyNotice(app, READ_ONLY), hosts, allow_writes)
     server = bind(host, port, app)
     mode = "WRITABLE by anyone who can open it" if allow_writes else "read-only"
     address = f"[{host}]" if ":" in host else host

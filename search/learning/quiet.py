@@ -30,6 +30,11 @@ def set_verbosity(verbose: bool) -> None:
         os.environ.update(QUIET)  # over any inherited setting: -v is the way to see them
 
 
+def verbose() -> bool:
+    """Whether everything is to be shown (``-v``, ``VERBOSE=1``)."""
+    return os.environ.get(VERBOSE) == "1"
+
+
 @contextmanager
 def stderr_to_devnull() -> Iterator[None]:
     """Inside, whatever writes to file descriptor 2 (C++ included) writes to ``/dev/null``."""

@@ -17,6 +17,7 @@ import tensorflow as tf
 from search.base.config import Training
 from search.base.errors import Interrupted
 from search.learning._gradients import released_gradients
+from search.base.stats import DECIMALS
 from search.learning.model import build_model
 
 
@@ -104,7 +105,7 @@ def summarize(history: dict[str, list[float]], seconds: list[float]) -> dict[str
         "seconds_per_epoch": round(float(np.mean(seconds)), 3),
         # the last epoch's; the trial's value is the best epoch's (``best_epoch``)
         **{
-            f"last_{prefix}{metric}": float(history[key][-1])
+            f"last_{prefix}{metric}": round(float(history[key][-1]), DECIMALS)
             for metric in ("accuracy", "loss")
             for prefix, key in (("train_", metric), ("val_", f"val_{metric}"))
         },

@@ -13,10 +13,10 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from search.base.config import shown_params
+from search.base.config import shown_params, trial_label
 from search.base.errors import UsageError
 from search.base.names import CONFIRMS, companion_name
-from search.base.stats import describe_gain, describe_spread, gain, spread
+from search.base.stats import describe_gain, describe_spread, gain, rounded, spread
 from search.tuning.storage import StudyStorage
 
 BASELINE = "baseline"  # what the baseline's confirmation runs confirm
@@ -79,7 +79,7 @@ def confirmations(companion: optuna.Study) -> list[Runs]:
         source = trials[0].user_attrs.get("source_trial")
         seeds = tuple(s if type(s := t.user_attrs.get("seed")) is int else None for t in trials)
         runs.append(Runs(key, source if type(source) is int else None, seeds,
-                         tuple(float(t.value) for t in trials)))
+                         tuple(rounded(float(t.value)) for t in trials)))
     return sorted(runs, key=lambda r: r.mean, reverse=True)
 
 
@@ -98,42 +98,97 @@ def ranking(study: optuna.Study, runs: list[Runs]) -> list[FrozenTrial]:
     return sorted(trials, key=lambda t: (t.number not in means, -means.get(t.number, t.value)))
 
 
-def search_line(study: optuna.Study) -> str:
-    """The baseline's value and the best trial's gain over it, one search run each."""
+SEARCH_BEST = "best by search (one run each, unconfirmed)"
+SEARCH_RANKING = "search ranking (one run each, unconfirmed)"
+RANKED_SHOWN = 5  # trials listed in the search ranking's line
+
+
+def _told(trial: FrozenTrial) -> str:
+    return f"{trial_label(trial)}, val_accuracy {trial.value:.4f} ({shown_params(trial)})"
+
+
+def search_lines(study: optuna.Study) -> list[str]:
+    """The baseline and the best by search, one run each: what a study says before ``confirm``."""
     base = baseline_trial(study)
     if base is None:
-        return "baseline: none in this study"
-    if base.state != TrialState.COMPLETE:
-        return f"baseline: trial {base.number} is {base.state.name.lower()}, no value yet"
-    text = f"baseline: trial {base.number}, val_accuracy {base.value:.4f} ({shown_params(base)})"
-    best = study.best_trial
-    if best.number == base.number:
-        return f"{text}; no trial beats it"
-    return (f"{text}; best trial {best.number} is {best.value - base.value:+.4f} over it "
-            "(one run each, unconfirmed)")
+        lines = ["baseline: none in this study"]
+    elif base.state != TrialState.COMPLETE:
+        lines = [f"baseline: trial {base.number} is {base.state.name.lower()}, no value yet"]
+    else:
+        lines = [f"baseline: {_told(base)}"]
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        return [*lines, f"{SEARCH_BEST}: no complete trial yet"]
+    best = max(complete, key=lambda t: t.value)
+    if base is not None and best.number == base.number:
+        return [*lines, f"{SEARCH_BEST}: the baseline, no trial beats it"]
+    over = ""
+    if base is not None and base.state == TrialState.COMPLETE:
+        over = f"; {best.value - base.value:+.4f} over the baseline"
+    return [*lines, f"{SEARCH_BEST}: {_told(best)}{over}"]
+
+
+def search_ranking_line(study: optuna.Study) -> str:
+    """``search ranking (one run each, unconfirmed): trial 7 0.4190, trial 0 (baseline) 0.3850``."""
+    complete = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
+                      key=lambda t: t.value, reverse=True)
+    shown = ", ".join(f"{trial_label(t)} {t.value:.4f}" for t in complete[:RANKED_SHOWN])
+    more = f" and {len(complete) - RANKED_SHOWN} more" if len(complete) > RANKED_SHOWN else ""
+    return f"{SEARCH_RANKING}: {shown}{more}"
+
+
+def best_confirmed_line(runs: list[Runs]) -> str:
+    """The one best once confirmed: the configuration with the best confirmed mean, and its gain."""
+    base = next((r for r in runs if r.key == BASELINE), None)
+    best = runs[0]
+    if best.key == BASELINE:
+        return f"best (confirmed): the {best.label}, {describe_spread(best.values)}; no trial beats it"
+    if base is None:
+        return (f"best (confirmed): {best.label}, {describe_spread(best.values)}; no gain yet: "
+                "the baseline has no confirmed run")
+    return (f"best (confirmed): {best.label}, {describe_spread(best.values)}; gain "
+            f"{describe_gain(gain(best.values, base.values))} over the baseline")
+
+
+CONFIRMATION_HEAD = ("configuration", "runs", "seeds", "val_accuracy, mean ± std", "gain over the baseline (95% CI)")
+
+
+def confirmation_rows(runs: list[Runs]) -> list[list[str]]:
+    """One row per confirmed configuration, best mean first (``CONFIRMATION_HEAD``'s columns)."""
+    base = next((r for r in runs if r.key == BASELINE), None)
+    rows = []
+    for r in runs:
+        if r.key == BASELINE:
+            versus = "(the baseline)"
+        else:
+            versus = "no baseline runs yet" if base is None else describe_gain(gain(r.values, base.values))
+        seeds = ", ".join("?" if s is None else str(s) for s in r.seeds)
+        rows.append([r.label, str(len(r.values)), seeds, describe_spread(r.values), versus])
+    return rows
 
 
 def confirmed_lines(runs: list[Runs]) -> list[str]:
-    """Each confirmed configuration's mean ± std, and the best one's gain over the baseline."""
+    """Each confirmed configuration's mean ± std, and the one best with its gain over the baseline."""
     if not runs:
         return []
-    lines = ["confirmed val_accuracy (fresh seeds, all epochs, no pruning), mean ± std:"]
-    lines += [f"  {r.label}: {describe_spread(r.values)}" for r in runs]
-    base = next((r for r in runs if r.key == BASELINE), None)
-    best = next((r for r in runs if r.key != BASELINE), None)
-    if base is None or best is None:
-        lines.append("no gain yet: it needs confirmed runs of the baseline and of a trial")
-    else:
-        lines.append(f"best confirmed: {best.label}, {describe_gain(gain(best.values, base.values))} "
-                     "over the baseline")
-    return lines
+    lines = ["confirmed val_accuracy (fresh seeds, all epochs, no pruning), mean ± std; gain over "
+             "the baseline (95% CI):"]
+    lines += [f"  {label}: {spread}; {versus}" for label, _, _, spread, versus in confirmation_rows(runs)]
+    return [*lines, best_confirmed_line(runs)]
 
 
 def outcome_lines(study: optuna.Study, storage: StudyStorage | None = None) -> list[str]:
-    """What a study found against its baseline (with its confirmations, given the storage)."""
-    if CONFIRMS in study.user_attrs:  # a companion study: its runs are the confirmations
+    """What a study found against its baseline: by search until confirmed; then the confirmed
+    figures and the one best, the search's own ranking listed as such."""
+    confirms = study.user_attrs.get(CONFIRMS)
+    if isinstance(confirms, str):  # a companion study: what it confirms says it, from the same runs
+        if storage is not None:
+            try:
+                return outcome_lines(storage.load(confirms), storage)
+            except UsageError:
+                pass
         return confirmed_lines(confirmations(study))
-    lines = [search_line(study)]
-    if storage is not None:
-        lines += confirmed_lines(load_confirmations(storage, study.study_name))
-    return lines
+    runs = [] if storage is None else load_confirmations(storage, study.study_name)
+    if not runs:
+        return search_lines(study)
+    return [*confirmed_lines(runs), search_ranking_line(study)]

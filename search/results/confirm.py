@@ -15,7 +15,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from search.base.config import StudyConfig, parse_config
+from search.base.config import StudyConfig, model_values, parse_config
 from search.base.errors import UsageError
 from search.base.names import CONFIRMS, companion_name
 from search.base.seeds import derive_seed
@@ -54,16 +54,16 @@ def planned_runs(
     """Params and user attrs of every run: the baseline and the ``top`` best other trials."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     best = sorted((t for t in complete if not is_baseline(t)), key=lambda t: t.value, reverse=True)
-    sources: list[tuple[int | str, int | None, dict[str, float]]] = [
-        (t.number, t.number, dict(t.params)) for t in best[:top]
-    ]
+    sources: list[tuple[int | str, int | None, dict[str, float | bool]]] = [
+        (t.number, t.number, config.search_space.trial_params(model_values(t))) for t in best[:top]
+    ]  # through the values the model used: a trial stored under the old encoding is run alike
     if config.baseline is not None:
         base = baseline_trial(study)
         params = config.search_space.trial_params(config.baseline.model_dump())
         sources.insert(0, (BASELINE, None if base is None else base.number, params))
     return [
-        (params, {"source_trial": number, "seed_index": i, "seed": confirm_seed(config.seed, key, i),
-                  "baseline": key == BASELINE})
+        (params, {"source_trial": number, "seed_index": i, "seeds": seeds,
+                  "seed": confirm_seed(config.seed, key, i), "baseline": key == BASELINE})
         for key, number, params in sources
         for i in range(seeds)
     ]
@@ -124,6 +124,6 @@ def confirm(
     if todo:
         code = run_search(companion_cfg, todo, workers, storage_url, companion.study_name, data_dir)
     else:
-        print("\n".join(outcome_lines(companion)))
+        print("\n".join(outcome_lines(study, storage)))
     save_study_note(study, config, storage)  # the search's note gets the confirmed figures
     return code

@@ -1,7 +1,9 @@
 """``export``: the best trial (and the top k) with all that retraining needs, as YAML and JSON.
 
-With confirmation runs (``make confirm``) the trials are ranked by their confirmed mean, and
-the export carries those runs and the gain over the baseline with its 95% interval.
+Before confirmation the best is the best by search (one run each, unconfirmed); with
+confirmation runs (``make confirm``) it is the configuration with the best confirmed mean, and
+the export carries those runs and the gain over the baseline with its 95% interval. ``params``
+are the values the model used (0: off); ``sampled`` the parameters as Optuna stores them.
 """
 
 from __future__ import annotations
@@ -12,23 +14,28 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from search.base.config import PARAMS, StudyConfig
+from search.base.config import StudyConfig, model_values
 from search.base.errors import UsageError
 from search.base.files import finite, folder_in, json_text, write_text
 from search.base.names import companion_name, inside
 from search.base.paths import EXPORTS
-from search.base.stats import gain
+from search.base.stats import gain, rounded
 from search.base.yamlfile import yaml_text
 from search.results.compare import (
     BASELINE,
+    SEARCH_BEST,
+    SEARCH_RANKING,
     Runs,
     baseline_trial,
+    is_baseline,
     load_confirmations,
     ranking,
 )
 from search.tuning.storage import open_storage
 from search.tuning.study import stored_config
 
+CONFIRMED_BEST = "best by confirmed mean (fresh seeds, all epochs)"
+CONFIRMED_RANKING = "confirmed configurations by confirmed mean, then the others by search"
 UNCONFIRMED = (
     "unconfirmed: ranked by one training run per trial, at the seed it was searched with; "
     "make confirm trains the top trials and the baseline again with fresh seeds"
@@ -42,24 +49,19 @@ def ranked(study: optuna.Study, k: int) -> list[FrozenTrial]:
 
 
 def trial_entry(trial: FrozenTrial) -> dict[str, Any]:
-    """What identifies a trial and reproduces it: number, value, best epoch, seed, parameters."""
+    """What identifies a trial and reproduces it: number, value, best epoch, seed, the values
+    the model used (``params``, 0: off) and the parameters as stored (``sampled``)."""
     attrs = trial.user_attrs
     return {
         "trial": trial.number,
-        "value": trial.value,
+        "baseline": is_baseline(trial),
+        "value": rounded(trial.value),
         "best_epoch": attrs.get("best_epoch"),
         "epochs_run": attrs.get("epochs_run"),
         "seed": attrs.get("seed"),
-        "params": dict(trial.params),
+        "params": model_values(trial),
+        "sampled": dict(trial.params),
     }
-
-
-def _entry(trial: FrozenTrial, config: StudyConfig) -> dict[str, Any]:
-    """``trial_entry`` and the values the model used (``effective_params``: 0 is off)."""
-    entry = trial_entry(trial)
-    if set(PARAMS) <= set(trial.params):
-        entry["effective_params"] = config.search_space.effective(trial.params)
-    return entry
 
 
 def _baseline(study: optuna.Study, config: StudyConfig) -> dict[str, Any] | None:
@@ -68,11 +70,11 @@ def _baseline(study: optuna.Study, config: StudyConfig) -> dict[str, Any] | None
         return None
     base = baseline_trial(study)
     if base is not None and base.state == TrialState.COMPLETE:
-        return _entry(base, config)
-    params = config.search_space.trial_params(config.baseline.model_dump())
-    return {"trial": None if base is None else base.number, "value": None, "best_epoch": None,
-            "epochs_run": None, "seed": None, "params": params,
-            "effective_params": config.search_space.effective(params)}
+        return trial_entry(base)
+    point = config.baseline.model_dump()
+    return {"trial": None if base is None else base.number, "baseline": True, "value": None,
+            "best_epoch": None, "epochs_run": None, "seed": None, "params": point,
+            "sampled": config.search_space.trial_params(point)}
 
 
 def verdict(
@@ -84,8 +86,8 @@ def verdict(
     base_runs = next((r for r in runs if r.key == BASELINE), None)
     if chosen.number not in found:
         single = baseline is not None and baseline["value"] is not None
-        return {"confirmed": False, "note": UNCONFIRMED, "baseline": baseline,
-                "gain": {"mean": chosen.value - baseline["value"], "low": None, "high": None,
+        return {"best_by": SEARCH_BEST, "confirmed": False, "note": UNCONFIRMED, "baseline": baseline,
+                "gain": {"mean": rounded(chosen.value - baseline["value"]), "low": None, "high": None,
                          "method": "one search run each"} if single else None}
     mine = found[chosen.number]
     notes = []
@@ -94,6 +96,7 @@ def verdict(
     if base_runs is None:
         notes.append("the baseline has no confirmed run yet: no gain")
     return {
+        "best_by": CONFIRMED_BEST,
         "confirmed": True,
         **({"note": "; ".join(notes)} if notes else {}),
         "baseline": baseline,
@@ -104,6 +107,8 @@ def verdict(
             "baseline": None if base_runs is None else base_runs.entry(),
             "ranking": [{"trial": r.source_trial, "baseline": r.key == BASELINE, "runs": len(r.values),
                          "mean": r.mean} for r in runs],
+            SEARCH_RANKING: [{"trial": t.number, "baseline": is_baseline(t), "value": rounded(t.value)}
+                             for t in ranked(study, len(study.trials))],
         },
         "gain": None if base_runs is None else gain(mine.values, base_runs.values),
     }
@@ -131,13 +136,15 @@ def export(
         "packages": study.user_attrs.get("packages", {}),  # those the trials ran with
         "data": study.user_attrs.get("data"),  # the training images searched on; retrain checks
     }
-    best = {**header, **_entry(trials[0], config), **verdict(study, config, trials[0], runs), **footer}
+    best = {**header, **trial_entry(trials[0]), **verdict(study, config, trials[0], runs), **footer}
     documents = {"best": best}
     if top > 1:
         confirmed = {r.source_trial: r.entry() for r in runs if r.source_trial is not None}
-        ranks = [{"rank": i, **_entry(t, config), "confirmed": confirmed.get(t.number)}
+        ranks = [{"rank": i, **trial_entry(t), "confirmed": confirmed.get(t.number)}
                  for i, t in enumerate(trials, 1)]
-        documents["top"] = {**header, "confirmed": bool(runs), "trials": ranks, **footer}
+        ranked_by = CONFIRMED_RANKING if runs else SEARCH_RANKING
+        documents["top"] = {**header, "ranked_by": ranked_by, "confirmed": bool(runs), "trials": ranks,
+                            **footer}
     folder = folder_in(root, folder.name)
     written = []
     for stem, document in documents.items():

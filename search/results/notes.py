@@ -7,27 +7,40 @@ import yaml
 
 from search.base.config import StudyConfig
 from search.base.names import CONFIRMS
-from search.results.compare import outcome_lines
+from search.results.compare import CONFIRMATION_HEAD, confirmation_rows, confirmations, outcome_lines
 from search.tuning.storage import StudyStorage
 
 
+def markdown_table(head: tuple[str, ...] | list[str], rows: list[list[str]]) -> str:
+    """A Markdown table (``|`` in a cell escaped)."""
+    lines = [head, ["---"] * len(head), *rows]
+    return "".join("| " + " | ".join(str(c).replace("|", "\\|") for c in line) + " |\n" for line in lines)
+
+
 def study_note(
-    config: StudyConfig, packages: dict[str, str], results: list[str] = (), confirms: str | None = None
+    config: StudyConfig,
+    packages: dict[str, str],
+    results: list[str] = (),
+    confirms: str | None = None,
+    table: str = "",
 ) -> str:
     """The study's note (Markdown): the baseline and what the study found against it (``results``),
     the config it was started from, its data split, the packages. ``confirms``: the study whose
-    confirmation runs this study holds."""
+    confirmation runs this study holds, ``table`` those runs by configuration."""
     data = config.data
     versions = ", ".join(f"{name} {v}" for name, v in packages.items())
     if confirms is not None:
         baseline = (f"this study holds the confirmation runs of `{confirms}`: its top trials and its "
-                    "baseline trained again with fresh seeds (user attrs `source_trial`, `seed_index`, "
-                    "`seed`, `baseline`)")
+                    "baseline trained again with fresh seeds, all epochs (user attrs `source_trial`, "
+                    "`seed_index`, `seed`, `baseline`). It is no search: there is no best trial here, "
+                    "each configuration's figure is the mean of its runs.\n\n"
+                    f"{table or 'No complete confirmation run yet.'}")
     elif config.baseline is None:
         baseline = "none (`baseline: null`)"
     else:
         point = ", ".join(f"{k} {v:g}" for k, v in config.baseline.model_dump().items())
-        baseline = f"{point}, the first trial (user attr `baseline: true`; l1/l2 0 means off)"
+        baseline = (f"{point}, the first trial (user attr `baseline: true`; l1/l2 0 means off, "
+                    "stored as `l1_on: false`)")
     found = "".join(f"    {line}\n" for line in results)  # a code block: keeps the columns
     results_part = f"**Results** (updated by each search and confirm):\n\n{found}\n" if found else ""
     return (
@@ -49,6 +62,8 @@ def save_study_note(study: optuna.Study, config: StudyConfig, storage: StudyStor
     from optuna_dashboard import save_note
 
     confirms = study.user_attrs.get(CONFIRMS)
+    confirms = confirms if isinstance(confirms, str) else None
+    rows = confirmation_rows(confirmations(study)) if confirms else []
     note = study_note(config, study.user_attrs.get("packages", {}), outcome_lines(study, storage),
-                      confirms if isinstance(confirms, str) else None)
+                      confirms, markdown_table(CONFIRMATION_HEAD, rows) if rows else "")
     save_note(study, note)

@@ -16,7 +16,7 @@ from search.base.errors import UsageError
 from search.base.files import finite, replacing, write_json
 from search.base.names import StudyName, inside
 from search.base.paths import EXPORTS
-from search.base.stats import describe_gain, describe_spread, gain, spread
+from search.base.stats import describe_gain, describe_spread, gain, rounded, spread
 from search.base.yamlfile import read_yaml
 
 SEED_STREAM = 2  # retraining seeds: (study seed, 0 chosen / 1 baseline, seed index, SEED_STREAM)
@@ -99,19 +99,21 @@ def _tensors(xy: tuple[np.ndarray, np.ndarray] | None) -> tuple[tf.Tensor, tf.Te
 def _train(
     config: StudyConfig, point: Point, epochs: int, seed: int, data: dict[str, Any]
 ) -> tuple[Any, dict[str, Any]]:
-    """One training of ``point`` with ``seed``, tested once: the model and what the run gives."""
+    """One training of ``point`` with ``seed``, tested once: the model and what the run gives.
+    Keras prints its epoch lines only when asked (``VERBOSE=1``)."""
     import keras
 
+    from search.learning.quiet import verbose
     from search.learning.training import fit, seeded_model
 
     model = seeded_model(config.search_space.effective(point.model_dump()), config.training, seed)
     history = keras.callbacks.History()
-    fit(model, data["train"], data["val"], config.training, epochs, [history], verbose=2)
+    fit(model, data["train"], data["val"], config.training, epochs, [history], verbose=2 if verbose() else 0)
     test_loss, test_accuracy = model.evaluate(data["test"], verbose=0)
-    last = {key: values[-1] for key, values in history.history.items()}
+    last = {key: rounded(values[-1]) for key, values in history.history.items()}
     losses = [float(test_loss), *history.history.get("loss", [])]
     return model, {"seed": seed, "epochs": epochs, "diverged": not all(map(math.isfinite, losses)),
-                   "test_accuracy": float(test_accuracy), "test_loss": float(test_loss),
+                   "test_accuracy": rounded(float(test_accuracy)), "test_loss": rounded(float(test_loss)),
                    "val_accuracy": last.get("val_accuracy"), "val_loss": last.get("val_loss"),
                    "history": history.history}
 
@@ -136,6 +138,12 @@ def check_data(export: Export, path: Path, found: dict[str, Any]) -> None:
             f"{path}: study {export.study_name!r} was searched on other data (stored "
             f"{described(export.data.model_dump())}, DATA_DIR has {described(found)}); use the original data"
         )
+
+
+def run_label(name: str, trial: int | None, index: int, seeds: int) -> str:
+    """``chosen (search trial 7), seed 2 of 3``: which configuration a run trains."""
+    which = "" if trial is None else f" (search trial {trial})"
+    return f"{name}{which}, seed {index + 1} of {seeds}"
 
 
 def retrain(
@@ -180,7 +188,11 @@ def retrain(
         for i in range(seeds):
             fresh = i > 0 or first_seed is None
             seed = derive_seed(config.seed, role, i, SEED_STREAM) if fresh else first_seed
+            label = run_label(name, trial, i, seeds)
+            print(f"{label}: training {epochs} epochs on {len(train[0]):,} images (seed {seed})", flush=True)
             model, run = _train(config, point, epochs, seed, data)
+            told = "diverged (the loss is not finite)" if run["diverged"] else f"test accuracy {run['test_accuracy']:.4f}"
+            print(f"{label}: {told}", flush=True)
             if name == "chosen" and i == 0:  # the model kept
                 with replacing(out / "model.keras") as partial:
                     model.save(partial)
@@ -250,7 +262,7 @@ def describe(metrics: dict[str, Any]) -> str:
     ]
     for name in ("chosen", "baseline"):
         if (result := metrics[name]) is not None:
-            lines.append(f"{name} (trial {result['trial']}): {_accuracies(result)}")
+            lines.append(f"{name} (search trial {result['trial']}): {_accuracies(result)}")
     if metrics["baseline"] is None:
         lines.append("baseline: not trained (--no-baseline, or the export has none)")
     elif metrics["gain"] is None:

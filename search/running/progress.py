@@ -18,6 +18,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
+from search.base.config import PARAMS, model_values, trial_label
+from search.base.names import CONFIRMS
 from search.tuning.storage import STORAGE_ERRORS
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -33,10 +35,19 @@ def launched(trial: FrozenTrial, launch: int | None, first: int) -> bool:
     return trial.number >= first and launch in (None, trial.user_attrs.get("launch"))
 
 
+def _value(name: str, value: float | None) -> str:
+    """``l1=off``, ``l2=3.40e-04``, ``dropout=0.31``: as the model used it."""
+    if value is None:
+        return f"{name}=?"
+    if name == "dropout":
+        return f"{name}={value:.2f}"
+    return f"{name}={'off' if value == 0 else f'{value:.2e}'}"
+
+
 def describe(trial: FrozenTrial) -> str:
-    """``trial 7 COMPLETE l1=1.2e-05 l2=3.4e-04 dropout=0.31 val_accuracy=0.6512 epochs=20 412.3s``,
+    """``trial 7 COMPLETE l1=off l2=3.40e-04 dropout=0.31 val_accuracy=0.6512 epochs=20 412.3s``,
     then why it failed or why its artifacts are missing, if so."""
-    p = trial.params
+    values = model_values(trial)
     value = max(trial.intermediate_values.values(), default=float("nan"))
     seconds = (
         (trial.datetime_complete - trial.datetime_start).total_seconds()
@@ -44,9 +55,9 @@ def describe(trial: FrozenTrial) -> str:
         else float("nan")
     )
     return (
-        f"trial {trial.number:>4} {trial.state.name:<8} "
-        f"l1={p.get('l1', float('nan')):.2e} l2={p.get('l2', float('nan')):.2e} "
-        f"dropout={p.get('dropout', float('nan')):.2f} val_accuracy={value:.4f} "
+        f"{trial_label(trial)} {trial.state.name:<8} "
+        + " ".join(_value(name, values.get(name)) for name in PARAMS)
+        + f" val_accuracy={value:.4f} "
         f"epochs={trial.user_attrs.get('epochs_run', 0)} {seconds:.1f}s"
         + "".join(f" {key}: {trial.user_attrs[key]}" for key in NOTES if key in trial.user_attrs)
     )
@@ -56,20 +67,21 @@ def running(trial: FrozenTrial, epochs: int) -> str:
     """``trial 8 epoch 2/20 val 0.5510``: the epoch it trains, the last one's val_accuracy."""
     values = trial.intermediate_values  # steps are epochs counted from 1
     if not values:
-        return f"trial {trial.number} epoch 1/{epochs}"
+        return f"{trial_label(trial)} epoch 1/{epochs}"
     last = max(values)
-    return f"trial {trial.number} epoch {min(last + 1, epochs)}/{epochs} val {values[last]:.4f}"
+    return f"{trial_label(trial)} epoch {min(last + 1, epochs)}/{epochs} val {values[last]:.4f}"
 
 
-def status(trials: list[FrozenTrial], epochs: int) -> str:
-    """The best of ``trials`` so far and those of them running, in one short line."""
+def status(trials: list[FrozenTrial], epochs: int, confirming: bool = False) -> str:
+    """The best of ``trials`` so far (by search: one run each; none while ``confirming``, whose
+    runs repeat configurations) and those of them running, in one short line."""
     values = {
         t.number: t.value for t in trials if t.state == TrialState.COMPLETE and math.isfinite(t.value)
     }
     parts = []
-    if values:
+    if values and not confirming:
         best = max(values, key=values.__getitem__)
-        parts.append(f"best {values[best]:.4f} (trial {best})")
+        parts.append(f"best by search {values[best]:.4f} (trial {best}, unconfirmed)")
     parts += [running(t, epochs) for t in trials if t.state == TrialState.RUNNING]
     return "; ".join(parts)
 
@@ -90,6 +102,7 @@ class Monitor:
     ):
         self.study, self.first, self.total, self.epochs = study, first, total, epochs
         self.launch = launch
+        self.confirming = CONFIRMS in study.user_attrs  # runs of make confirm, not a search
         self.interval, self.status_every = interval, status_every
         self.file = file or sys.stdout
         self.seen: set[int] = set()
@@ -99,7 +112,8 @@ class Monitor:
             if self.file.isatty()
             else None
         )
-        trials = f"{total} trials" if total else "trials"
+        noun = "confirmation runs" if self.confirming else "trials"
+        trials = f"{total} {noun}" if total else noun
         self._line(f"study {study.study_name}: {trials} from number {first}, {epochs} epochs at most")
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -126,7 +140,7 @@ class Monitor:
                 self._line(describe(trial))
                 if self.bar is not None:
                     self.bar.update()
-        now = status(trials, self.epochs)
+        now = status(trials, self.epochs, self.confirming)
         if self.bar is not None:
             self.bar.set_postfix_str(now)
         elif time.monotonic() - self.last_status >= self.status_every:

@@ -29,12 +29,15 @@ def package_versions() -> dict[str, str]:
 def make_sampler(sampler: cfg.Sampler, seed: int) -> optuna.samplers.BaseSampler:
     if isinstance(sampler, cfg.RandomSampler):
         return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(
-        seed=seed,
-        n_startup_trials=sampler.n_startup_trials,
-        multivariate=sampler.multivariate,
-        constant_liar=sampler.constant_liar,
-    )
+    with warnings.catch_warnings():  # group is experimental since Optuna 2.8
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(
+            seed=seed,
+            n_startup_trials=sampler.n_startup_trials,
+            multivariate=sampler.multivariate,
+            group=sampler.multivariate,  # l1 and l2 exist only when on: sampled jointly per group
+            constant_liar=sampler.constant_liar,
+        )
 
 
 def make_pruner(pruner: cfg.Pruner, max_epochs: int) -> optuna.pruners.BasePruner:
