@@ -182,7 +182,7 @@ def test_retraining_an_old_export_turns_a_value_below_off_below_off(tmp_path, ci
         ({"seed": 1.0}, "seed: Input should be a valid integer, got float 1.0"),
         ({"value": "0.5"}, "value: Input should be a valid number, got str '0.5'"),
         ({"params": {"l1": 0, "l2": "0.001", "dropout": 0}}, "params.l2: Input should be a valid number"),
-        ({"baseline": {"params": EXPORT["params"], "seed": False}}, "baseline.seed: Input should be a valid"),
+        ({"baseline": {"params": dict(EXPORT["params"]), "seed": False}}, "baseline.seed: Input should be a valid"),
     ],
 )
 def test_export_values_are_strict(change, message, tmp_path):
@@ -249,8 +249,8 @@ def test_a_diverged_run_is_named_and_left_out(best, cifar_dir, tmp_path, capsys)
     lines = describe(metrics).splitlines()
     assert lines[0].startswith("the kept model diverged (the loss is not finite): no result after ")
     assert lines[0].count("val_accuracy") == 1  # the trial's only: a diverged model's is chance
-    assert lines[1] == f"chosen (trial {chosen['trial']}): every run diverged (the loss is not finite): no result"
-    assert lines[2].startswith(f"baseline (trial {base['trial']}): test accuracy ")
+    assert lines[1] == f"chosen (search trial {chosen['trial']}): every run diverged (the loss is not finite): no result"
+    assert lines[2].startswith(f"baseline (search trial {base['trial']}): test accuracy ")
     assert lines[-1] == "gain over the baseline: undefined (every run of one of them diverged)"
     assert "nan" not in describe(metrics).lower()
 
