@@ -1,4 +1,4 @@
-"""Every command block of README.md, run as written, in order, on tiny synthetic data.
+"""Every command block of README.md and docs/, run as written, in order, on tiny synthetic data.
 
 The ``make`` lines run in a scratch folder that stands in for a fresh checkout: there, the
 configs in ``study_configs/`` keep their study names, search spaces, samplers and pruners but
@@ -8,10 +8,12 @@ train 1 epoch on 100 / 50 synthetic images, and the default storage (``storage/o
 - any ``DATA_DIR=...`` names the synthetic folder, as does the environment for lines without one
   (the test cannot download CIFAR-10);
 - ``TRIALS`` above ``MAX_TRIALS`` becomes ``MAX_TRIALS``: the count changes nothing in the flow;
-- ``my-study`` (the README's placeholder) becomes ``MY_STUDY``, a study the lines before ran;
+- ``my-study`` (the docs' placeholder) becomes ``MY_STUDY``, a study the lines before ran;
 - ``PORT`` is a free port (the environment's ``PORT``), ``make`` is told that ``.venv`` is set up.
 
-Every other command line must match one of ``NOT_RUN``, each with its reason.
+Every other command line must match one of ``NOT_RUN``, each with its reason. The pages run in
+``PAGES`` order, one scratch folder for all, so a page may act on the studies run before it;
+every relative link in them must name a file (and heading) of the repository.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
 import yaml
 
 from search.testing import REPO, make_cifar_folder
@@ -45,9 +48,14 @@ NOT_RUN = {
 }
 
 
+PAGES = ("README.md", "docs/options.md", "docs/configs.md", "docs/fleet.md", "docs/dashboard.md",
+         "docs/results.md", "docs/measured.md", "docs/benchmarks.md")
+
+
 def readme_lines() -> list[str]:
-    """The command lines of the ```bash and ```sh blocks, comments dropped, continuations joined."""
-    blocks = re.findall(r"^ *```(?:bash|sh)\n(.*?)^ *```", (REPO / "README.md").read_text(), re.S | re.M)
+    """The command lines of the pages' ```bash and ```sh blocks, comments dropped, continuations joined."""
+    blocks = [block for page in PAGES
+              for block in re.findall(r"^ *```(?:bash|sh)\n(.*?)^ *```", (REPO / page).read_text(), re.S | re.M)]
     lines = []
     for block in blocks:
         for line in block.replace("\\\n", " ").splitlines():
@@ -125,6 +133,7 @@ def test_every_command_line_is_run_or_listed():
     assert not unused, f"NOT_RUN entries that match no README line: {unused}"
 
 
+@pytest.mark.timeout(1800)  # some 25 commands, each starting TensorFlow
 def test_the_readme_runs_as_written(tmp_path):
     data = make_cifar_folder(tmp_path / "cifar-10-batches-py")
     home = tmp_path / "checkout"
@@ -149,16 +158,45 @@ def test_the_readme_runs_as_written(tmp_path):
             output = result.stdout + result.stderr
         outputs.append((line, output))
 
-    # The opening flow acts on the study just run: the smoke study, the most recent of two.
+    # The opening flow acts on the study just run, the only one yet: the smoke study.
     flow = [i for i, (line, _) in enumerate(outputs) if "CONFIG=study_configs/smoke.yaml" in line][0]
     after = {line.split()[1]: out for line, out in outputs[flow + 1: flow + 5]}
     assert set(after) == {"dashboard", "export", "retrain", "report"}
-    picked = "study cifar10-smoke (the most recent of 2 in sqlite:///storage/optuna.db; STUDY=... picks another)"
+    picked = "study cifar10-smoke (the only one in sqlite:///storage/optuna.db)"
     assert picked in after["export"] and picked in after["retrain"]
     assert "wrote exports/cifar10-smoke/best.yaml" in after["export"]
     assert "test accuracy" in after["retrain"] and "the search's trial" in after["retrain"]
     assert "wrote reports/cifar10-smoke.html" in after["report"]
     assert "optuna-dashboard at http://127.0.0.1:" in after["dashboard"]
+    # The full search's flow: confirmed, then exported by the confirmed means.
+    full = {line.split()[1]: out for line, out in outputs[flow + 5: flow + 8]}
+    assert set(full) == {"search", "confirm", "export"}
+    assert "confirmed val_accuracy (fresh seeds" in full["confirm"], full["confirm"]
+    assert "wrote exports/cifar10-regularization/best.yaml" in full["export"]
+    assert yaml.safe_load((home / "exports/cifar10-regularization/best.yaml").read_text())["confirmed"] is True
     for path in ("exports/cifar10-smoke/model.keras", "exports/cifar10-regularization/best.yaml",
                  "exports/cifar10-smoke/top.yaml", "reports/cifar10-regularization.html"):
         assert (home / path).is_file(), path
+
+
+def _anchors(page: Path) -> set[str]:
+    """GitHub's ids for the page's headings: lower case, punctuation dropped, spaces as hyphens."""
+    headings = re.findall(r"^#+ (.+)$", page.read_text(), re.M)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
+def test_every_relative_link_resolves():
+    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    assert {str(p.relative_to(REPO)) for p in pages} == set(PAGES), "a page missing from PAGES"
+    checked = 0
+    for page in pages:
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            if re.match(r"[a-z]+:", target):  # https:, mailto:
+                continue
+            path, _, anchor = target.partition("#")
+            resolved = (page.parent / path).resolve() if path else page
+            where = f"{page.relative_to(REPO)}: link {target}"
+            assert resolved.is_relative_to(REPO) and resolved.exists(), f"{where}: no such file"
+            assert not anchor or anchor in _anchors(resolved), f"{where}: no such heading"
+            checked += 1
+    assert checked >= 7  # the README's links to docs/ at least
