@@ -13,12 +13,11 @@ from search.base.config import StudyConfig, parse_config
 from search.testing import (
     MYSQL_ADMIN,
     POSTGRES_ADMIN,
+    REQUIRE_SERVICES,
     make_cifar_folder,
     server_database,
     tiny_raw,
 )
-
-REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
 
 # The command line reads SEARCH_<FLAG> (make exports them): tests never use the caller's settings.
 for variable in [v for v in os.environ if v.startswith("SEARCH_") and not v.startswith("SEARCH_TEST_")]:

@@ -10,7 +10,7 @@ import optuna
 import pytest
 import yaml
 from optuna.distributions import FloatDistribution
-from optuna.trial import TrialState, create_trial
+from optuna.trial import create_trial
 from scipy import stats
 
 from search.base.config import StudyConfig
@@ -18,39 +18,9 @@ from search.interfaces.cli import main
 from search.results.confirm import companion_config
 from search.results.export import export
 from search.results.report import write_reports
+from search.testing import add_trials
 from search.tuning.storage import open_storage
 from search.tuning.study import PACKAGES, prepare_study
-
-
-def add_trials(study: optuna.Study, config: StudyConfig, values: list[float | None]) -> None:
-    """Trials without training: ``None`` is a pruned trial, a number a complete one.
-
-    The first value goes to the queued baseline trial (trial 0), if the study has one.
-    """
-    space = {
-        name: FloatDistribution(*param.bounds, log=param.log) for name, param in config.search_space
-    }
-    for value in values:
-        number = len(study.trials)
-        state = TrialState.PRUNED if value is None else TrialState.COMPLETE
-        if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-            trial = study.ask(space)  # the queued trial, with its own params
-            number, params = trial.number, trial.params
-        else:
-            trial, params = None, {name: d.low + (d.high - d.low) / (number + 2) for name, d in space.items()}
-        # what the objective records
-        attrs = {"best_epoch": 2, "epochs_run": 2, "seed": 1000 + number,
-                 "effective_params": config.search_space.effective(params)}
-        curve = {} if value is None else {0: value / 2, 1: value}
-        if trial is None:
-            study.add_trial(create_trial(params=params, distributions=space, value=value, state=state,
-                                         user_attrs=attrs, intermediate_values=curve))
-            continue
-        for key, attr in attrs.items():
-            trial.set_user_attr(key, attr)
-        for step, intermediate in curve.items():
-            trial.report(intermediate, step)
-        study.tell(trial, value, state=state)
 
 
 @pytest.fixture

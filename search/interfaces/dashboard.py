@@ -7,13 +7,8 @@ import json
 import re
 import socket
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
 
 from search.base.errors import UsageError
-
-if TYPE_CHECKING:
-    pass
-
 
 LOOPBACK = ("localhost", "127.0.0.1", "::1")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -94,26 +89,37 @@ def serve(
     allow_writes: bool = False,
     extra_hosts: Iterable[str] = (),
 ) -> int:
-    """Serve optuna-dashboard until interrupted, read-only unless ``allow_writes``."""
-    from bottle import run  # what optuna_dashboard.run_server serves with (wsgiref)
+    """Serve optuna-dashboard until interrupted, read-only unless ``allow_writes``.
+
+    Port 0 takes a free port; the address line printed once the port is bound names it.
+    """
+    from wsgiref.simple_server import WSGIServer
+
+    from bottle import WSGIRefServer  # what optuna_dashboard.run_server serves with
     from optuna_dashboard import wsgi
 
     from search.tuning.storage import artifact_store, open_storage
 
-    if not 1 <= port <= 65535:
-        raise UsageError(f"PORT {port}: not a TCP port (1-65535)")
-    hosts = allowed_hosts(host, port, extra_hosts)
+    if not 0 <= port <= 65535:
+        raise UsageError(f"PORT {port}: not a TCP port (1-65535, or 0 for any free one)")
+    allowed_hosts(host, port, extra_hosts)  # a bad --allowed-host stops us before storage is opened
     storage = open_storage(storage_url, read_only=True)
-    app = Guard(wsgi(storage.rdb, artifact_store=artifact_store(artifacts)), hosts, allow_writes)
+    guard = Guard(wsgi(storage.rdb, artifact_store=artifact_store(artifacts)), frozenset(), allow_writes)
     mode = "WRITABLE by anyone who can open it" if allow_writes else "read-only"
     address = f"[{host}]" if ":" in host else host
-    print(
-        f"optuna-dashboard at http://{address}:{port}/dashboard ({mode}; "
-        f"storage {storage.masked}, artifacts {artifacts}); Ctrl-C stops it",
-        flush=True,
-    )
+
+    class Announced(WSGIServer):
+        def server_bind(self) -> None:
+            super().server_bind()
+            guard.hosts = allowed_hosts(host, self.server_port, extra_hosts)
+            print(
+                f"optuna-dashboard at http://{address}:{self.server_port}/dashboard ({mode}; "
+                f"storage {storage.masked}, artifacts {artifacts}); Ctrl-C stops it",
+                flush=True,
+            )
+
     try:
-        run(app, host=host, port=port)
+        WSGIRefServer(host=host, port=port, server_class=Announced).run(guard)
     except OSError as exc:
         raise UsageError(f"cannot serve on {host}:{port} ({exc.strerror or exc})") from None
     return 0

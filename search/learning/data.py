@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,14 +152,6 @@ def fingerprint(x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     digest.update(np.ascontiguousarray(y))
     per_class = np.bincount(y, minlength=10).tolist()
     return {"images": len(x), "per_class": per_class, "sha256": digest.hexdigest()}
-
-
-def describe(fingerprint: Any) -> str:
-    """``50,000 images sha256 1a2b3c4d5e6f...``; JSON for anything else read back from storage."""
-    match fingerprint:
-        case {"images": int(count), "sha256": str(sha)} if sha.isalnum():
-            return f"{count:,} images sha256 {sha[:12]}..."
-    return json.dumps(fingerprint)
 
 
 def split(x: np.ndarray, y: np.ndarray, data: Data) -> Split:

@@ -19,12 +19,13 @@ from search.base.errors import UsageError
 from search.base.names import companion_name, inside
 from search.base.paths import EXPORTS
 from search.base.stats import gain
-from search.results.compare import (
+from search.tuning.compare import (
     BASELINE,
     Runs,
     baseline_trial,
+    confirmed_first,
     load_confirmations,
-    ranking,
+    trial_entry,
 )
 from search.tuning.storage import open_storage
 from search.tuning.study import stored_config
@@ -33,25 +34,6 @@ UNCONFIRMED = (
     "unconfirmed: ranked by one training run per trial, at the seed it was searched with; "
     "make confirm trains the top trials and the baseline again with fresh seeds"
 )
-
-
-def ranked(study: optuna.Study, k: int) -> list[FrozenTrial]:
-    """The ``k`` best complete trials, best first."""
-    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return sorted(trials, key=lambda t: t.value, reverse=True)[:k]
-
-
-def trial_entry(trial: FrozenTrial) -> dict[str, Any]:
-    """What identifies a trial and reproduces it: number, value, best epoch, seed, parameters."""
-    attrs = trial.user_attrs
-    return {
-        "trial": trial.number,
-        "value": trial.value,
-        "best_epoch": attrs.get("best_epoch"),
-        "epochs_run": attrs.get("epochs_run"),
-        "seed": attrs.get("seed"),
-        "params": dict(trial.params),
-    }
 
 
 def _entry(trial: FrozenTrial, config: StudyConfig) -> dict[str, Any]:
@@ -118,7 +100,7 @@ def export(
     config = stored_config(storage, study_name)
     study = storage.load(study_name)
     runs = load_confirmations(storage, study_name)
-    trials = ranking(study, runs)[:top]
+    trials = confirmed_first(study, runs)[:top]
     if not trials:
         raise UsageError(f"study {study_name!r} has no complete trial yet: nothing to export")
     header = {

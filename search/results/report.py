@@ -19,14 +19,15 @@ from search.base.errors import UsageError
 from search.base.names import CONFIRMS, inside
 from search.base.paths import REPORTS
 from search.base.stats import describe_spread
-from search.results.compare import (
+from search.tuning.artifacts import TRAINED, study_curves
+from search.tuning.compare import (
     baseline_trial,
+    best_by_value,
+    confirmed_first,
     load_confirmations,
     outcome_lines,
-    ranking,
+    trial_entry,
 )
-from search.results.export import ranked, trial_entry
-from search.tuning.artifacts import FINISHED, study_curves
 from search.tuning.storage import StudyStorage, open_storage
 
 if TYPE_CHECKING:
@@ -65,7 +66,7 @@ PLOTS: dict[str, Callable[[optuna.Study], Figure | str]] = {
         s, params=list(PARAMS), target_name=METRIC
     ),
     "Validation accuracy per epoch (hover for a trial's parameters)": lambda s: study_curves(
-        s.get_trials(deepcopy=False, states=FINISHED)
+        s.get_trials(deepcopy=False, states=TRAINED)
     ),
 }
 
@@ -75,7 +76,7 @@ def _cells(tag: str, row: list[object]) -> str:
 
 
 def _table(study: optuna.Study, top: int) -> str:
-    entries = [trial_entry(t) for t in ranked(study, top)]
+    entries = [trial_entry(t) for t in best_by_value(study, top)]
     if not entries:
         return '<p class="note">No complete trial yet.</p>'
     head = ["rank", "trial", METRIC, "best epoch", "epochs run", *PARAMS]
@@ -94,7 +95,7 @@ def _versus_baseline(study: optuna.Study, storage: StudyStorage) -> str:
         return ""
     runs = load_confirmations(storage, study.study_name)
     confirmed = {r.source_trial: r for r in runs if r.source_trial is not None}
-    best = next(iter(ranking(study, runs)), None)
+    best = next(iter(confirmed_first(study, runs)), None)
     rows = []
     for label, trial in (("baseline", baseline_trial(study)), ("best", best)):
         if trial is not None:
@@ -112,7 +113,7 @@ def render(study: optuna.Study, storage: StudyStorage, top: int = 10) -> str:
     states = Counter(t.state.name.lower() for t in study.get_trials(deepcopy=False))
     summary = ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "no trials"
     sections = [_versus_baseline(study, storage), f"<h2>Top trials</h2>{_table(study, top)}"]
-    plots = PLOTS if ranked(study, 1) else {}  # the table says there is nothing to plot
+    plots = PLOTS if best_by_value(study, 1) else {}  # the table says there is nothing to plot
     for title, plot in plots.items():
         figure = plot(study)
         body = (

@@ -17,8 +17,6 @@ from search.base.paths import EXPORTS
 from search.base.stats import describe_gain, describe_spread, gain, spread
 from search.base.yamlfile import read_yaml
 
-SEED_STREAM = 2  # retraining seeds: (study seed, 0 chosen / 1 baseline, seed index, SEED_STREAM)
-
 if TYPE_CHECKING:
     import numpy as np
     import tensorflow as tf
@@ -114,7 +112,7 @@ def retrain(
     seed). The chosen config's first run gives ``model.keras``, ``history.json`` and
     ``curves.png``; ``metrics.json`` has every run, mean ± std of both, and the gain.
     """
-    from search.base.seeds import derive_seed
+    from search.base.seeds import RETRAIN_STREAM, derive_seed
     from search.learning.data import load_test, load_train, resolve_data_dir, split
     from search.learning.training import make_dataset
     from search.tuning.artifacts import plot_curves
@@ -143,7 +141,7 @@ def retrain(
         runs = []
         for i in range(seeds):
             fresh = i > 0 or first_seed is None
-            seed = derive_seed(config.seed, role, i, SEED_STREAM) if fresh else first_seed
+            seed = derive_seed(config.seed, role, i, RETRAIN_STREAM) if fresh else first_seed
             model, run = _train(config, point, epochs, seed, data)
             if name == "chosen" and i == 0:  # the model kept
                 model.save(out / "model.keras")
@@ -180,7 +178,8 @@ def retrain(
     return metrics
 
 
-def describe(metrics: dict[str, Any]) -> str:
+def describe_metrics(metrics: dict[str, Any]) -> str:
+    """What ``retrain`` found, in the lines it prints."""
     val = (
         "no validation set (FULL=1)"
         if metrics["val_accuracy"] is None

@@ -12,6 +12,7 @@ import math
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import TextIO
 
 import optuna
@@ -20,7 +21,6 @@ from tqdm import tqdm
 
 from search.tuning.storage import STORAGE_ERRORS
 
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 STATUS_EVERY = 300.0  # seconds between status lines when the output is not a terminal
 # The text first and the bar in the space left, so that an 80-column terminal shows the text.
 BAR = "{n_fmt}/{total_fmt} trials [{elapsed}<{remaining}{postfix}] {bar}"
@@ -33,7 +33,7 @@ def launched(trial: FrozenTrial, launch: int | None, first: int) -> bool:
     return trial.number >= first and launch in (None, trial.user_attrs.get("launch"))
 
 
-def describe(trial: FrozenTrial) -> str:
+def describe_trial(trial: FrozenTrial) -> str:
     """``trial 7 COMPLETE l1=1.2e-05 l2=3.4e-04 dropout=0.31 val_accuracy=0.6512 epochs=20 412.3s``,
     then why it failed or why its artifacts are missing, if so."""
     p = trial.params
@@ -75,7 +75,8 @@ def status(trials: list[FrozenTrial], epochs: int) -> str:
 
 
 class Monitor:
-    """Polls the study every ``interval`` s and reports this command's trials (``launched``)."""
+    """Polls the study every ``interval`` s and reports this command's trials (``launched``);
+    ``clock`` (seconds) times the status lines."""
 
     def __init__(
         self,
@@ -87,13 +88,15 @@ class Monitor:
         status_every: float = STATUS_EVERY,
         file: TextIO | None = None,
         launch: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ):
         self.study, self.first, self.total, self.epochs = study, first, total, epochs
         self.launch = launch
         self.interval, self.status_every = interval, status_every
         self.file = file or sys.stdout
         self.seen: set[int] = set()
-        self.started = self.last_status = time.monotonic()
+        self.clock = clock
+        self.started = self.last_status = clock()
         self.bar = (
             tqdm(total=total, bar_format=BAR, dynamic_ncols=True, file=self.file)
             if self.file.isatty()
@@ -111,7 +114,7 @@ class Monitor:
             print(text, file=self.file, flush=True)
 
     def _status_line(self, now: str) -> str:
-        done, minutes = len(self.seen), (time.monotonic() - self.started) / 60
+        done, minutes = len(self.seen), (self.clock() - self.started) / 60
         line = f"[{time.strftime('%H:%M:%S')}] {done}/{self.total or '?'} trials finished"
         line += f" in {minutes:.1f} min"
         if done and self.total and done < self.total:
@@ -121,16 +124,16 @@ class Monitor:
     def poll(self) -> None:
         trials = [t for t in self.study.get_trials(deepcopy=False) if launched(t, self.launch, self.first)]
         for trial in trials:
-            if trial.number not in self.seen and trial.state in FINISHED:
+            if trial.number not in self.seen and trial.state.is_finished():
                 self.seen.add(trial.number)
-                self._line(describe(trial))
+                self._line(describe_trial(trial))
                 if self.bar is not None:
                     self.bar.update()
         now = status(trials, self.epochs)
         if self.bar is not None:
             self.bar.set_postfix_str(now)
-        elif time.monotonic() - self.last_status >= self.status_every:
-            self.last_status = time.monotonic()
+        elif self.clock() - self.last_status >= self.status_every:
+            self.last_status = self.clock()
             self._line(self._status_line(now))
 
     def _run(self) -> None:

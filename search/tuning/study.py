@@ -15,7 +15,6 @@ from optuna.study import StudyDirection
 
 from search.base import config as cfg
 from search.base.errors import UsageError
-from search.learning.data import describe
 from search.tuning.storage import StudyStorage
 
 PACKAGES = ("tensorflow", "keras", "optuna", "optuna-integration", "optuna-dashboard", "sqlalchemy")
@@ -24,6 +23,15 @@ DEFINITION_WAIT_SECONDS = 10.0  # how long a joining command waits for a racing 
 
 def package_versions() -> dict[str, str]:
     return {name: version(name) for name in PACKAGES}
+
+
+def describe_data(fingerprint: Any) -> str:
+    """A data fingerprint (``search.learning.data.fingerprint``) for a message: ``50,000 images
+    sha256 1a2b3c4d5e6f...``; JSON for anything else read back from storage."""
+    match fingerprint:
+        case {"images": int(count), "sha256": str(sha)} if sha.isalnum():
+            return f"{count:,} images sha256 {sha[:12]}..."
+    return json.dumps(fingerprint)
 
 
 def make_sampler(sampler: cfg.Sampler, seed: int) -> optuna.samplers.BaseSampler:
@@ -143,8 +151,8 @@ def prepare_study(
         study.set_user_attr("data", data)
     elif data is not None and stored_data != data:
         raise UsageError(
-            f"study {name!r} was searched on other data (stored {describe(stored_data)}, DATA_DIR "
-            f"has {describe(data)}); use the original data or a new STUDY name"
+            f"study {name!r} was searched on other data (stored {describe_data(stored_data)}, DATA_DIR "
+            f"has {describe_data(data)}); use the original data or a new STUDY name"
         )
     return study, False
 
