@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import queue
+import re
 import socket
 import subprocess
 import sys
@@ -22,9 +23,8 @@ from search.base.config import parse_config
 from search.interfaces.cli import main
 from search.interfaces.dashboard import READ_ONLY, WRONG_HOST, Guard, allowed_hosts
 from search.running.runner import run_search
-from search.testing import REPO, tiny_raw
+from search.testing import REPO, REQUIRE_SERVICES, tiny_raw
 from search.tuning.storage import artifact_store, open_storage
-from tests.conftest import REQUIRE_SERVICES
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -61,12 +61,6 @@ def searched(
     return url, tmp / "artifacts"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _first_line(stream: IO[str], seconds: float) -> str:
     """The stream's first line, or "" if none comes within ``seconds`` (readline alone can hang)."""
     lines: queue.Queue[str] = queue.Queue()
@@ -83,21 +77,19 @@ def start_dashboard(tmp_path):
     servers = []
 
     def start(url: str, artifacts: Path, *flags: str) -> str:
-        port = _free_port()
         command = [sys.executable, "-m", "search", "dashboard", "--storage", url]
-        command += ["--artifacts", str(artifacts), "--port", str(port), *flags]
-        log_path = tmp_path / f"dashboard-{port}.log"
+        command += ["--artifacts", str(artifacts), "--port", "0", *flags]  # it takes a free port
+        log_path = tmp_path / f"dashboard-{len(servers)}.log"
         with open(log_path, "w") as log:
             server = subprocess.Popen(
                 command, cwd=REPO, stdout=subprocess.PIPE, stderr=log, text=True
             )
         servers.append(server)
-        base = f"http://127.0.0.1:{port}"
         mode = "WRITABLE by anyone" if "--allow-writes" in flags else "read-only;"
-        banner = _first_line(server.stdout, 60)
-        assert banner.startswith(f"optuna-dashboard at {base}/dashboard ({mode} "), (
-            banner or log_path.read_text()
-        )
+        banner = _first_line(server.stdout, 60)  # printed once the port is bound
+        match = re.match(rf"optuna-dashboard at (http://127\.0\.0\.1:[0-9]+)/dashboard \({mode} ", banner)
+        assert match and not match[1].endswith(":0"), banner or log_path.read_text()
+        base = match[1]
         deadline = time.monotonic() + 60
         while True:
             try:

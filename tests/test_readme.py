@@ -9,7 +9,8 @@ train 1 epoch on 100 / 50 synthetic images, and the default storage (``storage/o
   (the test cannot download CIFAR-10);
 - ``TRIALS`` above ``MAX_TRIALS`` becomes ``MAX_TRIALS``: the count changes nothing in the flow;
 - ``my-study`` (the docs' placeholder) becomes ``MY_STUDY``, a study the lines before ran;
-- ``PORT`` is a free port (the environment's ``PORT``), ``make`` is told that ``.venv`` is set up.
+- ``PORT`` is 0 (the environment's ``PORT``): the dashboard takes a free port and prints it;
+  ``make`` is told that ``.venv`` is set up.
 
 Every other command line must match one of ``NOT_RUN``, each with its reason. The pages run in
 ``PAGES`` order, one scratch folder for all, so a page may act on the studies run before it;
@@ -22,9 +23,9 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -93,35 +94,37 @@ def tiny_configs(folder: Path) -> None:
         (folder / "study_configs" / source.name).write_text(yaml.safe_dump(raw))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def serve_until_it_answers(command: list[str], cwd: Path, env: dict, port: int) -> str:
-    """Start the dashboard, wait for its page, stop it (Ctrl-C); return what it printed."""
+def serve_until_it_answers(command: list[str], cwd: Path, env: dict) -> str:
+    """Start the dashboard, wait for its page at the address it prints, stop it (Ctrl-C); return
+    what it printed."""
     process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    printed: list[str] = []
+    reader = threading.Thread(target=lambda: printed.extend(process.stdout), daemon=True)
+    reader.start()
     try:
         deadline = time.monotonic() + 120
         while True:
-            assert process.poll() is None, process.communicate()[0]
+            assert process.poll() is None, "".join(printed)
+            address = next((m[1] for line in printed if (m := re.search(r"at (http://\S+/dashboard)", line))),
+                           None)
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/dashboard", timeout=5) as page:
+                assert address, "no address printed yet"
+                with urllib.request.urlopen(address, timeout=5) as page:
                     assert page.status == 200
                     break
-            except OSError:
-                assert time.monotonic() < deadline, "the dashboard did not answer"
+            except (OSError, AssertionError):
+                assert time.monotonic() < deadline, f"the dashboard did not answer: {''.join(printed)}"
                 time.sleep(0.5)
     finally:
         os.killpg(process.pid, signal.SIGINT)
         try:
-            output = process.communicate(timeout=30)[0]
+            process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
-            output = process.communicate()[0]
-    return output
+            process.wait()
+        reader.join(timeout=10)
+    return "".join(printed)
 
 
 def test_every_command_line_is_run_or_listed():
@@ -139,8 +142,7 @@ def test_the_readme_runs_as_written(tmp_path):
     home = tmp_path / "checkout"
     home.mkdir()
     tiny_configs(home)
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(REPO), "DATA_DIR": str(data), "PORT": str(port)}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "DATA_DIR": str(data), "PORT": "0"}
     for name in ("CONFIG", "STUDY", "STORAGE", "TRIALS", "WORKERS", "TIMEOUT", "TOP", "FULL", "VERBOSE"):
         env.pop(name, None)
     outputs: list[tuple[str, str]] = []
@@ -149,7 +151,7 @@ def test_the_readme_runs_as_written(tmp_path):
             continue
         command = as_run(line, data)
         if line.split()[:2] == ["make", "dashboard"]:
-            output = serve_until_it_answers(command, home, env, port)
+            output = serve_until_it_answers(command, home, env)
         else:
             result = subprocess.run(command, cwd=home, env=env, capture_output=True, text=True, timeout=900)
             assert result.returncode == 0, f"{line}\n{result.stdout}\n{result.stderr}"
