@@ -17,9 +17,8 @@ import optuna
 import pytest
 import yaml
 
-from search.base.config import parse_config
 from search.interfaces.cli import main
-from search.testing import REPO, add_trials, make_cifar_folder, tiny_raw, wait_for_running
+from search.testing import REPO, make_cifar_folder, tiny_raw, wait_for_running
 from search.tuning.storage import mask, scrub
 
 TOKEN = "Zq9x"  # in every form of the passwords below: as typed, escaped or decoded
@@ -161,11 +160,13 @@ def test_a_search_and_all_it_writes_never_show_the_password(form, postgres_url, 
     assert process.returncode == 130, err
     assert "storage: postgresql+psycopg://" in out and "***" in out  # the summary, masked
     assert TOKEN not in out + err
-    config = parse_config(raw, "tiny")
-    add_trials(optuna.load_study(study_name="tiny", storage=url), config, [0.5, 0.6])  # to export
-
+    # the same study trained to the end, in this process: trial artifacts, notes and an export
+    (tmp_path / "done.yaml").write_text(yaml.safe_dump({**raw, "study_name": "tiny-done",
+                                                        "training": {**raw["training"], "epochs": 1}}))
     monkeypatch.chdir(tmp_path)
-    assert main(["export", "--storage", url, "--study", "tiny", "--top", "2"]) == 0
+    assert main(["search", "--config", "done.yaml", "--storage", url, "--trials", "2", "--workers", "1",
+                 "--data-dir", str(cifar_dir)]) == 0
+    assert main(["export", "--storage", url, "--study", "tiny-done", "--top", "2"]) == 0
     assert main(["report", "--storage", url]) == 0
     monkeypatch.setattr("wsgiref.simple_server.WSGIServer.serve_forever", lambda self: None)  # bound, not serving
     assert main(["dashboard", "--storage", url, "--artifacts", str(tmp_path / "artifacts"), "--port", "0"]) == 0
@@ -173,14 +174,15 @@ def test_a_search_and_all_it_writes_never_show_the_password(form, postgres_url, 
     assert "optuna-dashboard at" in out.out and TOKEN not in out.out + out.err
 
     rdb = optuna.storages.RDBStorage(url)
-    study_id = rdb.get_study_id_from_name("tiny")
-    system = rdb.get_study_system_attrs(study_id)
-    assert any("note" in key for key in system)  # the dashboard's note is there
-    attrs = [rdb.get_study_user_attrs(study_id), system]
-    attrs += [a for t in rdb.get_all_trials(study_id) for a in (t.user_attrs, t.system_attrs)]
-    assert TOKEN not in json.dumps(attrs)
-    written = [p for p in tmp_path.rglob("*") if p.is_file() and p.name != "study.yaml"]
-    assert {p.parent.name for p in written} >= {"tiny", "reports", "artifacts"}
+    for name in ("tiny", "tiny-done"):
+        study_id = rdb.get_study_id_from_name(name)
+        system = rdb.get_study_system_attrs(study_id)
+        assert any("note" in key for key in system)  # the dashboard's note is there
+        attrs = [rdb.get_study_user_attrs(study_id), system]
+        attrs += [a for t in rdb.get_all_trials(study_id) for a in (t.user_attrs, t.system_attrs)]
+        assert TOKEN not in json.dumps(attrs)
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and p.name not in ("study.yaml", "done.yaml")]
+    assert {p.parent.name for p in written} >= {"tiny-done", "reports", "artifacts"}
     for path in written:
         assert TOKEN.encode() not in path.read_bytes(), path
 
