@@ -7,7 +7,8 @@ train 1 epoch on 100 / 50 synthetic images, and the default storage (``storage/o
 
 - any ``DATA_DIR=...`` names the synthetic folder, as does the environment for lines without one
   (the test cannot download CIFAR-10);
-- ``TRIALS`` above ``MAX_TRIALS`` becomes ``MAX_TRIALS``: the count changes nothing in the flow;
+- ``TRIALS`` above ``MAX_TRIALS``, ``SEEDS`` and ``WORKERS`` above ``MAX_RUNS`` become those: the
+  counts change nothing in the flow;
 - ``my-study`` (the docs' placeholder) becomes ``MY_STUDY``, a study the lines before ran;
 - ``PORT`` is 0 (the environment's ``PORT``): the dashboard takes a free port and prints it;
   ``make`` is told that ``.venv`` is set up.
@@ -36,6 +37,7 @@ import yaml
 from search.testing import REPO, make_cifar_folder
 
 MAX_TRIALS = 3
+MAX_RUNS = 2
 MY_STUDY = "cifar10-smoke"
 NOISE = ("absl", "cuInit", "oneDNN", "cudart", "I0000", "E0000", "W0000")  # TensorFlow's C++ lines
 NOT_RUN = {
@@ -80,6 +82,8 @@ def as_run(line: str, data: Path) -> list[str]:
             value = str(data)
         elif name == "TRIALS":
             value = str(min(int(value), MAX_TRIALS))
+        elif name in ("SEEDS", "WORKERS"):
+            value = str(min(int(value), MAX_RUNS))
         changed.append(f"{name}={value.replace('my-study', MY_STUDY)}" if assigns else word)
     return ["make", "-f", str(REPO / "Makefile"), "-o", ".venv/.installed", f"PY={sys.executable}",
             *changed]
@@ -136,7 +140,23 @@ def test_every_command_line_is_run_or_listed():
     assert not unused, f"NOT_RUN entries that match no README line: {unused}"
 
 
-@pytest.mark.timeout(1800)  # some 25 commands, each starting TensorFlow
+def run_to_the_end(command: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
+    """Run ``command`` in a session of its own; however the test ends (a failure, a timeout), the
+    whole session is stopped: make, the search under it and its workers."""
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)
+    try:
+        out, err = process.communicate(timeout=900)
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait()
+    return subprocess.CompletedProcess(command, process.returncode, out, err)
+
+
+@pytest.mark.timeout(2400)  # some 25 commands, each starting TensorFlow
 def test_the_readme_runs_as_written(tmp_path):
     data = make_cifar_folder(tmp_path / "cifar-10-batches-py")
     home = tmp_path / "checkout"
@@ -153,7 +173,7 @@ def test_the_readme_runs_as_written(tmp_path):
         if line.split()[:2] == ["make", "dashboard"]:
             output = serve_until_it_answers(command, home, env)
         else:
-            result = subprocess.run(command, cwd=home, env=env, capture_output=True, text=True, timeout=900)
+            result = run_to_the_end(command, home, env)
             assert result.returncode == 0, f"{line}\n{result.stdout}\n{result.stderr}"
             noise = [s for s in result.stderr.splitlines() if any(word in s for word in NOISE)]
             assert not noise, f"{line}: TensorFlow's start-up lines on stderr: {noise}"
