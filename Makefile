@@ -1,4 +1,5 @@
-# Every target sets up .venv from the pinned requirements first.
+# Every target sets up .venv from the pinned requirements first: the runtime pins
+# (requirements.txt), and for `test` the test tools too (requirements-dev.txt).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -34,14 +35,19 @@ $(VENV)/.installed: requirements.txt
 	$(VENV)/bin/pip install --quiet -r requirements.txt
 	touch $@
 
+$(VENV)/.dev-installed: $(VENV)/.installed requirements-dev.txt
+	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
+	touch $@
+
 search: setup
 	$(PY) -m search search $(V)
 
 worker: setup
 	$(PY) -m search worker $(V)
 
-test: setup
-	$(PY) -m pytest -q tests
+# Skip reasons (-rs) and the 15 slowest tests; a hang fails after 600 s (pyproject.toml).
+test: $(VENV)/.dev-installed
+	$(PY) -m pytest -q -rs --durations=15 tests
 
 dashboard: setup
 	$(PY) -m search dashboard $(if $(filter 1,$(ALLOW_WRITES)),--allow-writes)

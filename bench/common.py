@@ -13,10 +13,10 @@ import yaml
 from search.base.config import StudyConfig, parse_config
 from search.testing import POSTGRES_ADMIN, REPO, make_cifar_folder, server_database
 
-__all__ = ["REPO", "bench_config", "postgres_url", "proc_status", "spread", "synthetic_folder"]
+__all__ = ["REPO", "bench_config", "median_range", "postgres_url", "proc_status", "synthetic_folder"]
 
 
-def spread(values: list[float], digits: int = 3) -> dict[str, Any]:
+def median_range(values: list[float], digits: int = 3) -> dict[str, Any]:
     """Median, min and max of repeated runs."""
     return {
         "median": round(statistics.median(values), digits),

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import spread
+from bench.common import median_range
 
 SPAWN = mp.get_context("spawn")  # fresh processes: thread pools are set before TensorFlow starts
 
@@ -28,7 +28,7 @@ def _train(folder: str, images: int, threads: int, seconds: float, barrier: Any,
     import keras
     import tensorflow as tf
 
-    from bench.training import PARAMS
+    from bench.training import POINT
     from search.base.config import Training
     from search.learning.data import load_train
     from search.learning.training import fit, seeded_model
@@ -60,7 +60,7 @@ def _train(folder: str, images: int, threads: int, seconds: float, barrier: Any,
                 self.model.stop_training = self.end - self.start >= seconds
 
     window = Window()
-    fit(seeded_model(PARAMS, training, 0), data, None, training, 10**6, [window])
+    fit(seeded_model(POINT, training, 0), data, None, training, 10**6, [window])
     out.put(window.trained / (window.end - window.start))
 
 
@@ -95,8 +95,8 @@ def run(folder: Path, images: int, seconds: float, repeats: int) -> dict[str, An
         "seconds": seconds,
         "cores": cores,
         "layouts": {name: f"{p} x {t}" for name, (p, t) in layouts.items()},
-        **{f"{name}_images_per_s": spread(r, 1) for name, r in rates.items()},
-        "ratio": spread([a / o for a, o in zip(rates["auto"], rates["one"])]),
+        **{f"{name}_images_per_s": median_range(r, 1) for name, r in rates.items()},
+        "ratio": median_range([a / o for a, o in zip(rates["auto"], rates["one"])]),
     }
 
 

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import REPO, bench_config, proc_status, spread
+from bench.common import REPO, bench_config, median_range, proc_status
 
 
 def service(folder: Path, tmp: Path, data: dict, seconds: float) -> dict[str, Any]:
@@ -42,7 +42,7 @@ def service(folder: Path, tmp: Path, data: dict, seconds: float) -> dict[str, An
 def tutorial(folder: Path, tmp: Path, data: dict, seconds: float) -> dict[str, Any]:
     import keras
 
-    from bench.training import PARAMS, tutorial_model
+    from bench.training import POINT, tutorial_model
     from search.learning.data import load_train, split
 
     class StopAfter(keras.callbacks.Callback):
@@ -54,7 +54,7 @@ def tutorial(folder: Path, tmp: Path, data: dict, seconds: float) -> dict[str, A
     y_train, y_val = (keras.utils.to_categorical(y, 10) for y in (images.y_train, images.y_val))
     del images  # the tutorial rebinds x_train, so its uint8 copy goes
     deadline = time.monotonic() + seconds
-    tutorial_model(**PARAMS).fit(
+    tutorial_model(**POINT).fit(
         x_train, y_train, batch_size=32, epochs=1, validation_data=(x_val, y_val),
         callbacks=[StopAfter()], verbose=0,
     )
@@ -103,9 +103,9 @@ def run(
     return {
         "data": data or "full split (45,000 / 5,000)",
         "stopped_after_s": seconds,
-        "service_peak_mib": spread(peaks["service"], 1),
-        "tutorial_peak_mib": spread(peaks["tutorial"], 1),
-        "peak_ratio": spread([s / t for s, t in zip(peaks["service"], peaks["tutorial"])]),
+        "service_peak_mib": median_range(peaks["service"], 1),
+        "tutorial_peak_mib": median_range(peaks["tutorial"], 1),
+        "peak_ratio": median_range([s / t for s, t in zip(peaks["service"], peaks["tutorial"])]),
         "loop": {"data": loop_data, "epochs": 1,
                  **_in_subprocess("loop", str(folder), str(tmp), json.dumps([loop_data, counts]))},
     }

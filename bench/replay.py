@@ -32,8 +32,8 @@ from pydantic import (
 )
 
 from search.base import config as cfg
+from search.base.arguments import Parser, positive
 from search.base.errors import UsageError
-from search.interfaces.cli import _Parser, _positive
 from search.tuning.storage import open_storage
 from search.tuning.study import make_pruner, stored_config
 
@@ -41,7 +41,7 @@ TOP = 3
 ORDERS = 20
 # A loss smaller than the seed-to-seed std of a trial's best validation accuracy on full data is
 # not a regret: `make confirm` measured 0.0044-0.0057 over 6 seeds for three configurations
-# (README, "Is it better than the tutorial?"); 0.004 is the stricter, lower end.
+# (docs/measured.md); 0.004 is the stricter, lower end.
 TOLERANCE = 0.004
 # Written as `pruner:` entries of a study config, so each is exactly what a study would run.
 GRID: list[cfg.Pruner] = [TypeAdapter(cfg.Pruner).validate_python(pruner) for pruner in (
@@ -221,7 +221,7 @@ def _tolerance(text: str) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _Parser(prog="python -m bench.replay", description=__doc__.splitlines()[0])
+    parser = Parser(prog="python -m bench.replay", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     rec = commands.add_parser("record", help="write a curves file from a study")
     rec.add_argument("--storage", required=True, help="SQLAlchemy URL of the study's storage")
@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("--out", required=True, type=Path, help="curves file to write (JSON)")
     rep = commands.add_parser("replay", help="replay the pruner grid over a curves file")
     rep.add_argument("file", type=Path, help="curves file (JSON)")
-    rep.add_argument("--orders", type=_positive, default=ORDERS, help=f"trial orders (default {ORDERS})")
+    rep.add_argument("--orders", type=positive, default=ORDERS, help=f"trial orders (default {ORDERS})")
     rep.add_argument("--tolerance", type=_tolerance, default=TOLERANCE,
                      help=f"largest loss of the best kept trial that is not a regret (default {TOLERANCE})")
     rep.add_argument("--json", action="store_true", help="machine output")

@@ -1,7 +1,7 @@
 """Trials per second that 1, 2 and 4 worker processes complete on one study, without training.
 
-Each trial does what a real one does to the storage: the sampler (TPE) and pruner (median) of
-``study_configs/cifar10.yaml``, three suggestions, a dozen user attrs, 20 reports each followed
+Each trial does what a real one does to the storage: the sampler and pruner of
+``study_configs/cifar10.yaml`` (TPE, successive halving), three suggestions, a dozen user attrs, 20 reports each followed
 by ``should_prune``, and heartbeats.
 """
 
@@ -13,13 +13,14 @@ from typing import Any
 
 import optuna
 
-from bench.common import postgres_url, spread
-from search.base.config import TPE, MedianPruner, Storage
+from bench.common import REPO, median_range, postgres_url
+from search.base.config import Storage, load_config
 from search.tuning.storage import mask, open_storage
 from search.tuning.study import make_pruner, make_sampler
 
 EPOCHS = 20
 CONTEXT = mp.get_context("spawn")  # no TensorFlow in these processes
+SHIPPED = REPO / "study_configs" / "cifar10.yaml"
 
 
 def objective(trial: optuna.Trial) -> float:
@@ -37,8 +38,9 @@ def objective(trial: optuna.Trial) -> float:
 def _worker(url: str, study_name: str, index: int, trials: int, start: Any) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.load_study(study_name=study_name, storage=open_storage(url, Storage()).rdb)
-    study.sampler = make_sampler(TPE(), seed=index)
-    study.pruner = make_pruner(MedianPruner(), EPOCHS)
+    config = load_config(SHIPPED)
+    study.sampler = make_sampler(config.sampler, seed=index)
+    study.pruner = make_pruner(config.pruner, EPOCHS)
     start.wait()
     study.optimize(objective, n_trials=trials)
 
@@ -63,7 +65,7 @@ def trials_per_second(url: str, workers: int, trials: int, name: str) -> float:
 
 def by_workers(url: str, trials: int, repeats: int) -> dict[str, Any]:
     return {
-        f"{n}_workers": spread(
+        f"{n}_workers": median_range(
             [trials_per_second(url, n, trials, f"storage-{n}-{r}") for r in range(repeats)], 1
         )
         for n in (1, 2, 4)

@@ -13,7 +13,7 @@ import optuna
 import tensorflow as tf
 from keras import layers, regularizers
 
-from bench.common import bench_config, postgres_url, spread
+from bench.common import bench_config, median_range, postgres_url
 from search.base.config import StudyConfig, Training
 from search.learning.data import load_split, load_train
 from search.learning.training import fit, seeded_model
@@ -21,7 +21,7 @@ from search.running.workers import Budget, WorkerSpec, run_worker
 from search.tuning.storage import mask, open_storage
 from search.tuning.study import prepare_study
 
-PARAMS = {"l1": 1e-5, "l2": 1e-3, "dropout": 0.5}  # the tutorial's L2 and dropout, a small L1
+POINT = {"l1": 1e-5, "l2": 1e-3, "dropout": 0.5}  # the tutorial's L2 and dropout, a small L1
 
 
 class TrainTimer(keras.callbacks.Callback):
@@ -81,7 +81,7 @@ def matmul_gflops(n: int, repeats: int) -> dict[str, Any]:
         start = time.perf_counter()
         tf.linalg.matmul(a, b).numpy()
         rates.append(2 * n**3 / (time.perf_counter() - start) / 1e9)
-    return {"size": n, "gflops": spread(rates, 1)}
+    return {"size": n, "gflops": median_range(rates, 1)}
 
 
 def throughput(folder: Path, images: int, repeats: int, seed: int = 0) -> dict[str, Any]:
@@ -95,11 +95,11 @@ def throughput(folder: Path, images: int, repeats: int, seed: int = 0) -> dict[s
     for _ in range(repeats):
         keras.backend.clear_session()
         keras.utils.set_random_seed(seed)
-        model, timer = tutorial_model(**PARAMS), TrainTimer()
+        model, timer = tutorial_model(**POINT), TrainTimer()
         model.fit(x_float, y_onehot, batch_size=32, epochs=2, verbose=0, callbacks=[timer])
         runs["tutorial"].append(timer.seconds)
 
-        model, timer = seeded_model(PARAMS, training, seed), TrainTimer()
+        model, timer = seeded_model(POINT, training, seed), TrainTimer()
         fit(model, service_data, None, training, epochs=2, callbacks=[timer])
         runs["service"].append(timer.seconds)
 
@@ -109,17 +109,17 @@ def throughput(folder: Path, images: int, repeats: int, seed: int = 0) -> dict[s
     return {
         "images": images,
         "batch_size": 32,
-        "tutorial_images_per_s": spread(rate["tutorial"], 1),
-        "service_images_per_s": spread(rate["service"], 1),
-        "ratio": spread(ratios),
-        "first_epoch_extra_s": spread([s[0] - s[1] for s in runs["service"]]),
+        "tutorial_images_per_s": median_range(rate["tutorial"], 1),
+        "service_images_per_s": median_range(rate["service"], 1),
+        "ratio": median_range(ratios),
+        "first_epoch_extra_s": median_range([s[0] - s[1] for s in runs["service"]]),
         "train_flops_per_image": flops,
         "flops_note": "3 x forward FLOPs (forward + backward), conv and dense layers",
-        "service_gflops": spread([r * flops / 1e9 for r in rate["service"]], 2),
+        "service_gflops": median_range([r * flops / 1e9 for r in rate["service"]], 2),
     }
 
 
-def run_search(config: StudyConfig, folder: Path, url: str, trials: int) -> tuple[optuna.Study, datetime]:
+def worker_loop(config: StudyConfig, folder: Path, url: str, trials: int) -> tuple[optuna.Study, datetime]:
     """``trials`` trials through the worker loop a search runs; returns the study and its end."""
     split = load_split(folder, config.data)
     storage = open_storage(url, config.storage)
@@ -135,11 +135,11 @@ def epoch_seconds(trial: optuna.trial.FrozenTrial) -> float:
 def overhead(folder: Path, tmp: Path, url: str, data: dict, epochs: int, trials: int) -> dict[str, Any]:
     """Per trial: from its start to the next trial's start, minus the seconds of its epochs."""
     config = bench_config(tmp, "bench-overhead", data, epochs, pruner={"name": "none"})
-    study, end = run_search(config, folder, url, trials)
+    study, end = worker_loop(config, folder, url, trials)
     done = study.get_trials(deepcopy=False)
     starts = [t.datetime_start for t in done[1:]] + [end]
     extra = [(nxt - t.datetime_start).total_seconds() - epoch_seconds(t) for t, nxt in zip(done, starts)]
-    return {"storage": mask(url), "trials": len(done), "overhead_s": spread(extra)}
+    return {"storage": mask(url), "trials": len(done), "overhead_s": median_range(extra)}
 
 
 def overheads(folder: Path, tmp: Path, data: dict, epochs: int, trials: int) -> dict[str, Any]:
@@ -158,7 +158,7 @@ def pruning(folder: Path, tmp: Path, data: dict, epochs: int, trials: int) -> di
     result: dict[str, Any] = {"data": data, "epochs": epochs, "trials": trials}
     for label, pruner in (("configured", {}), ("none", {"pruner": {"name": "none"}})):
         config = bench_config(tmp, f"bench-pruning-{label}", data, epochs, **pruner)
-        study, _ = run_search(config, folder, f"sqlite:///{tmp / f'pruning-{label}.db'}", trials)
+        study, _ = worker_loop(config, folder, f"sqlite:///{tmp / f'pruning-{label}.db'}", trials)
         done = study.get_trials(deepcopy=False)
         result[label] = {
             "pruner": config.pruner.model_dump(),

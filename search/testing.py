@@ -23,7 +23,9 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 POSTGRES_ADMIN = os.environ.get("SEARCH_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+SCREENSHOTS = REPO / "test-artifacts"  # what the browser tests saw, kept for a person to look at
 MYSQL_ADMIN = os.environ.get("SEARCH_TEST_MYSQL", "mysql+pymysql://root@127.0.0.1:3306/test")
+REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"  # CI: a missing service fails, not skips
 
 
 def write_batch(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
@@ -122,3 +124,53 @@ def wait_for_running(url: str, study_name: str, process: subprocess.Popen) -> An
             return running[0]
         time.sleep(0.1)
     return None
+
+
+def trial_distributions(config: Any, params: dict) -> dict:
+    """The distributions the objective gives ``params`` (``l1_on`` first, ``l1`` when on)."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    space = config.search_space
+    return {
+        name: CategoricalDistribution([True, False]) if name.endswith("_on")
+        else FloatDistribution(*getattr(space, name).sampled_bounds, log=getattr(space, name).log)
+        for name in params
+    }
+
+
+def add_trials(study: Any, config: Any, values: list[float | None]) -> None:
+    """Trials without training: ``None`` is a pruned trial, a number a complete one.
+
+    The first value goes to the queued baseline trial (trial 0), if the study has one.
+    ``study`` is an ``optuna.Study``, ``config`` its ``StudyConfig``; the parameters are stored
+    as the objective stores them (``l1_on`` first, ``l1`` only when on).
+    """
+    from optuna.trial import TrialState, create_trial
+
+    from search.tuning.objective import suggest
+
+    for value in values:
+        number = len(study.trials)
+        state = TrialState.PRUNED if value is None else TrialState.COMPLETE
+        if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            trial = study.ask()  # the queued trial, with its own params
+            suggest(trial, config.search_space)
+            number, params = trial.number, trial.params
+        else:
+            point = {name: low + (high - low) / (number + 2)
+                     for name, (low, high) in ((n, p.sampled_bounds) for n, p in config.search_space)}
+            trial, params = None, config.search_space.trial_params(point)
+        space = trial_distributions(config, params)
+        # what the objective records
+        attrs = {"best_epoch": 2, "epochs_run": 2, "seed": 1000 + number,
+                 "effective_params": config.search_space.effective(params)}
+        curve = {} if value is None else {0: value / 2, 1: value}
+        if trial is None:
+            study.add_trial(create_trial(params=params, distributions=space, value=value, state=state,
+                                         user_attrs=attrs, intermediate_values=curve))
+            continue
+        for key, attr in attrs.items():
+            trial.set_user_attr(key, attr)
+        for step, intermediate in curve.items():
+            trial.report(intermediate, step)
+        study.tell(trial, value, state=state)

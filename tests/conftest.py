@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import os
+import queue
+import re
 import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
 from pathlib import Path
+from typing import IO
 
 import pytest
 import sqlalchemy
@@ -13,12 +21,12 @@ from search.base.config import StudyConfig, parse_config
 from search.testing import (
     MYSQL_ADMIN,
     POSTGRES_ADMIN,
+    REPO,
+    REQUIRE_SERVICES,
     make_cifar_folder,
     server_database,
     tiny_raw,
 )
-
-REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
 
 # The command line reads SEARCH_<FLAG> (make exports them): tests never use the caller's settings.
 for variable in [v for v in os.environ if v.startswith("SEARCH_") and not v.startswith("SEARCH_TEST_")]:
@@ -72,3 +80,83 @@ def postgres_url():
 @pytest.fixture
 def mysql_url():
     yield from _server_database(MYSQL_ADMIN)
+
+
+# Chromium and the dashboard, for the browser tests
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Path:
+    """Debian's Chromium; checked before the search so a skip costs nothing."""
+    if not CHROMIUM.exists():
+        message = f"no Chromium at {CHROMIUM} (apt-get install chromium)"
+        if REQUIRE_SERVICES:
+            pytest.fail(message)
+        pytest.skip(message)
+    return CHROMIUM
+
+
+@pytest.fixture
+def page(chromium: Path):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(30_000)
+        yield page
+        browser.close()
+
+
+def _first_line(stream: IO[str], seconds: float) -> str:
+    """The stream's first line, or "" if none comes within ``seconds`` (readline alone can hang)."""
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: lines.put(stream.readline()), daemon=True).start()
+    try:
+        return lines.get(timeout=seconds)
+    except queue.Empty:
+        return ""
+
+
+@pytest.fixture
+def start_dashboard(tmp_path):
+    """Starts ``dashboard`` in a subprocess: (storage URL, artifacts, *flags) -> its base URL."""
+    servers = []
+
+    def start(url: str, artifacts: Path, *flags: str) -> str:
+        command = [sys.executable, "-m", "search", "dashboard", "--storage", url]
+        command += ["--artifacts", str(artifacts), "--port", "0", *flags]  # it takes a free port
+        log_path = tmp_path / f"dashboard-{len(servers)}.log"
+        with open(log_path, "w") as log:
+            server = subprocess.Popen(
+                command, cwd=REPO, stdout=subprocess.PIPE, stderr=log, text=True
+            )
+        servers.append(server)
+        mode = "WRITABLE by anyone" if "--allow-writes" in flags else "read-only;"
+        banner = _first_line(server.stdout, 60)  # printed once the port is bound
+        match = re.match(rf"optuna-dashboard at (http://127\.0\.0\.1:[0-9]+)/dashboard \({mode} ", banner)
+        assert match and not match[1].endswith(":0"), banner or log_path.read_text()
+        base = match[1]
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/api/studies", timeout=5)
+                return base
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"dashboard did not start: {log_path.read_text()}")
+                time.sleep(0.3)
+
+    yield start
+    for server in servers:
+        server.terminate()
+        server.wait(timeout=10)

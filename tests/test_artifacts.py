@@ -15,13 +15,13 @@ from optuna.artifacts import get_all_artifact_meta
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 from optuna_dashboard import get_note
-from optuna_dashboard._custom_plot_data import get_plotly_graph_objects
 from PIL import Image
 
 from search.base.config import parse_config
 from search.running.runner import run_search
 from search.testing import tiny_raw
 from search.tuning import artifacts
+from search.tuning._optuna_private import stored_graph_object
 from search.tuning.artifacts import STUDY_CURVES_ID, TrialArtifacts, plot_curves
 
 HISTORY = {
@@ -33,19 +33,27 @@ HISTORY = {
 SPACE = {name: FloatDistribution(1e-6, 0.9) for name in ("l1", "l2", "dropout")}
 
 
-def uploaded(study: optuna.Study, number: int) -> dict:
+def ids(url: str, study: optuna.Study, number: int) -> tuple[int, int]:
+    """The storage's ids of the study and its trial ``number``, as the dashboard's URLs use them."""
+    storage = optuna.storages.get_storage(url)
+    study_id = storage.get_study_id_from_name(study.study_name)
+    return study_id, storage.get_trial_id_from_study_id_trial_number(study_id, number)
+
+
+def uploaded(url: str, study: optuna.Study, number: int) -> dict:
     """The trial's artifacts by mimetype."""
-    metas = get_all_artifact_meta(study.trials[number], storage=study._storage)
+    metas = get_all_artifact_meta(study.trials[number], storage=optuna.storages.get_storage(url))
     return {meta.mimetype: meta for meta in metas}
 
 
-def note(study: optuna.Study, number: int) -> str:
-    return get_note(optuna.Trial(study, study.trials[number]._trial_id))
+def note(url: str, study: optuna.Study, number: int) -> str:
+    return get_note(optuna.Trial(study, ids(url, study, number)[1]))
 
 
-def stored_figure(study: optuna.Study) -> dict:
-    attrs = study._storage.get_study_system_attrs(study._study_id)
-    return json.loads(get_plotly_graph_objects(attrs)[STUDY_CURVES_ID])
+def stored_figure(url: str, study: optuna.Study) -> dict:
+    storage = optuna.storages.get_storage(url)
+    study_id = storage.get_study_id_from_name(study.study_name)
+    return json.loads(stored_graph_object(storage, study_id, STUDY_CURVES_ID))
 
 
 @pytest.fixture
@@ -92,13 +100,14 @@ def test_trial_artifacts_note_and_study_figure(tmp_path, sqlite_url, drawn):
 
     expected = ", ".join(f"{n} {trial.params[n]:.3g}" for n in ("l1", "l2", "dropout"))  # none is 0
     assert drawn[0].get_suptitle() == f"trial 2: {expected}"
-    files = uploaded(study, 2)
+    files = uploaded(sqlite_url, study, 2)
     png = files["image/png"]
     assert png.filename == "learning_curves.png"
     assert files["application/json"].filename == "history.json"
-    url = f"/artifacts/{study._study_id}/{trial._trial_id}/{png.artifact_id}"  # the dashboard's
-    assert note(study, 2) == f"**trial 2**: {expected}\n\n![learning curves of trial 2]({url})\n"
-    figure = stored_figure(study)
+    study_id, trial_id = ids(sqlite_url, study, 2)
+    url = f"/artifacts/{study_id}/{trial_id}/{png.artifact_id}"  # the dashboard's
+    assert note(sqlite_url, study, 2) == f"**trial 2**: {expected}\n\n![learning curves of trial 2]({url})\n"
+    figure = stored_figure(sqlite_url, study)
     assert [t["name"] for t in figure["data"]] == ["trial 0", "trial 2"]
     assert expected in figure["data"][1]["hovertemplate"]
     assert figure["layout"]["xaxis"]["title"]["text"] == "epoch"
@@ -115,7 +124,7 @@ def test_a_dashboard_failure_never_fails_the_trial(tmp_path, sqlite_url, monkeyp
     with caplog.at_level(logging.WARNING, logger="search.tuning.artifacts"):
         TrialArtifacts(str(tmp_path / "artifacts"))(trial, HISTORY)
     assert "trial 0: dashboard curves not saved (OSError('disk full'))" in caplog.text
-    assert len(uploaded(study, 0)) == 2  # the trial's own artifacts are there
+    assert len(uploaded(sqlite_url, study, 0)) == 2  # the trial's own artifacts are there
 
 
 def test_an_interleaved_write_is_repaired(sqlite_url, monkeypatch):
@@ -127,16 +136,17 @@ def test_an_interleaved_write_is_repaired(sqlite_url, monkeypatch):
         calls.append(graph_object_id)
         if len(calls) == 1:  # another worker's chunk lands in the middle of ours
             key = f"dashboard:plot_data:{graph_object_id}:0"
-            study._storage.set_study_system_attr(study._study_id, key, '{"data": [')
+            storage = optuna.storages.get_storage(sqlite_url)
+            storage.set_study_system_attr(storage.get_study_id_from_name(study.study_name), key, '{"data": [')
 
     monkeypatch.setattr(optuna_dashboard, "save_plotly_graph_object", racing)
     study = optuna.create_study(storage=sqlite_url)
     trial = study.ask(SPACE)
     trial.report(0.5, 0)
     study.tell(trial, 0.5)
-    artifacts.save_study_curves(study)
+    artifacts.save_study_curves(study, optuna.storages.get_storage(sqlite_url))
     assert len(calls) == 2
-    assert [t["name"] for t in stored_figure(study)["data"]] == ["trial 0"]
+    assert [t["name"] for t in stored_figure(sqlite_url, study)["data"]] == ["trial 0"]
 
 
 def test_a_search_saves_the_study_curves_and_each_trial_note(tmp_path, cifar_dir, sqlite_url):
@@ -144,16 +154,16 @@ def test_a_search_saves_the_study_curves_and_each_trial_note(tmp_path, cifar_dir
     run_search(parse_config(raw, "tiny"), 3, storage_url=sqlite_url, data_dir=str(cifar_dir))
     study = optuna.load_study(study_name="tiny", storage=sqlite_url)
     assert all(t.state == TrialState.COMPLETE for t in study.trials)
-    figure = stored_figure(study)
+    figure = stored_figure(sqlite_url, study)
     assert [t["name"] for t in figure["data"]] == ["trial 0 (baseline)", "trial 1", "trial 2"]
     assert figure["data"][0]["line"]["dash"] == "dash"  # the baseline stands apart
-    assert note(study, 0).startswith("**Baseline**: ")
+    assert note(sqlite_url, study, 0).startswith("**Baseline**: ")
     for trace, trial in zip(figure["data"], study.trials):
         assert trace["y"] == [round(trial.intermediate_values[s], 4) for s in trace["x"]]
         assert f"dropout {trial.params['dropout']:.3g}" in trace["hovertemplate"]  # as the model used it
     for trial in study.trials:
-        png = uploaded(study, trial.number)["image/png"]
-        assert png.artifact_id in note(study, trial.number)
+        png = uploaded(sqlite_url, study, trial.number)["image/png"]
+        assert png.artifact_id in note(sqlite_url, study, trial.number)
         with Image.open(tmp_path / "artifacts" / png.artifact_id) as image:
             assert image.width >= 1200
     assert not math.isnan(study.best_value)

@@ -15,9 +15,17 @@ from search.base.errors import UsageError
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "study_configs").glob("*.yaml")), ids=lambda p: p.name)
-def test_shipped_configs_are_valid(path):
-    assert load_config(path).study_name
+def test_shipped_configs_say_what_docs_configs_says():
+    configs = {p.name: load_config(p) for p in (REPO / "study_configs").glob("*.yaml")}
+    assert {name: c.study_name for name, c in configs.items()} == {
+        "cifar10.yaml": "cifar10-regularization", "smoke.yaml": "cifar10-smoke", "tutorial.yaml": "cifar10-tutorial"}
+    full, smoke, tutorial = configs["cifar10.yaml"], configs["smoke.yaml"], configs["tutorial.yaml"]
+    assert (full.data.train_size, full.data.val_size, full.training.epochs) == (45_000, 5_000, 20)
+    assert full.pruner == SuccessiveHalvingPruner(min_resource=1, reduction_factor=4)
+    assert (smoke.data.train_size, smoke.data.val_size, smoke.training.epochs) == (4_000, 1_000, 3)
+    assert smoke.search_space == full.search_space  # the same space, on a subset
+    fixed = {name: param.value for name, param in tutorial.search_space}
+    assert fixed == {"l1": 0.0, "l2": 0.001, "dropout": 0.5}
 
 
 def test_defaults_follow_the_tutorial():

@@ -13,12 +13,11 @@ from search.base.config import parse_config
 from search.base.errors import UsageError
 from search.base.seeds import derive_seed
 from search.interfaces.cli import main
-from search.results.compare import run_key
 from search.results.confirm import confirm, confirm_seed
-from search.testing import tiny_raw
+from search.testing import add_trials, tiny_raw
+from search.tuning.compare import run_key
 from search.tuning.storage import open_storage
 from search.tuning.study import prepare_study, stored_config
-from tests.test_export import add_trials
 
 BASELINE = {"l1": 0.0, "l2": 2e-4, "dropout": 0.3}
 
@@ -45,8 +44,11 @@ def test_confirm_runs_resumes_and_reruns_failures(config, sqlite_url, cifar_dir,
     assert len(first) == 3
     waiting = companion.get_trials(states=(TrialState.WAITING,))
     interrupted = waiting[0]  # as a stopped worker leaves it
-    storage.rdb.set_trial_state_values(interrupted._trial_id, TrialState.RUNNING)
-    storage.rdb.set_trial_state_values(interrupted._trial_id, TrialState.FAIL)
+    rdb = storage.rdb
+    trial_id = rdb.get_trial_id_from_study_id_trial_number(rdb.get_study_id_from_name("tiny.confirm"),
+                                                            interrupted.number)
+    rdb.set_trial_state_values(trial_id, TrialState.RUNNING)
+    rdb.set_trial_state_values(trial_id, TrialState.FAIL)
 
     assert confirm(sqlite_url, "tiny", top=2, seeds=2, workers=2, data_dir=str(cifar_dir)) == 0
     out = capsys.readouterr().out

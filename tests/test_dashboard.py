@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import json
-import queue
 import socket
 import subprocess
 import sys
-import threading
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import IO
 
 import optuna
 import pytest
@@ -22,31 +18,8 @@ from search.base.config import parse_config
 from search.interfaces.cli import main
 from search.interfaces.dashboard import READ_ONLY, WRONG_HOST, Guard, allowed_hosts
 from search.running.runner import run_search
-from search.testing import REPO, tiny_raw
+from search.testing import REPO, SCREENSHOTS, tiny_raw
 from search.tuning.storage import artifact_store, open_storage
-from tests.conftest import REQUIRE_SERVICES
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-SCREENSHOTS = REPO / "test-artifacts"
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Path:
-    """Debian's Chromium; checked before the search so a skip costs nothing."""
-    if not CHROMIUM.exists():
-        message = f"no Chromium at {CHROMIUM} (apt-get install chromium)"
-        if REQUIRE_SERVICES:
-            pytest.fail(message)
-        pytest.skip(message)
-    return CHROMIUM
 
 
 @pytest.fixture(scope="module")
@@ -59,59 +32,6 @@ def searched(
     url = f"sqlite:///{tmp / 'optuna.db'}"
     run_search(parse_config(raw, "tiny"), 2, storage_url=url, data_dir=str(cifar_dir))
     return url, tmp / "artifacts"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _first_line(stream: IO[str], seconds: float) -> str:
-    """The stream's first line, or "" if none comes within ``seconds`` (readline alone can hang)."""
-    lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: lines.put(stream.readline()), daemon=True).start()
-    try:
-        return lines.get(timeout=seconds)
-    except queue.Empty:
-        return ""
-
-
-@pytest.fixture
-def start_dashboard(tmp_path):
-    """Starts ``dashboard`` in a subprocess: (storage URL, artifacts, *flags) -> its base URL."""
-    servers = []
-
-    def start(url: str, artifacts: Path, *flags: str) -> str:
-        port = _free_port()
-        command = [sys.executable, "-m", "search", "dashboard", "--storage", url]
-        command += ["--artifacts", str(artifacts), "--port", str(port), *flags]
-        log_path = tmp_path / f"dashboard-{port}.log"
-        with open(log_path, "w") as log:
-            server = subprocess.Popen(
-                command, cwd=REPO, stdout=subprocess.PIPE, stderr=log, text=True
-            )
-        servers.append(server)
-        base = f"http://127.0.0.1:{port}"
-        mode = "WRITABLE by anyone" if "--allow-writes" in flags else "read-only;"
-        banner = _first_line(server.stdout, 60)
-        assert banner.startswith(f"optuna-dashboard at {base}/dashboard ({mode} "), (
-            banner or log_path.read_text()
-        )
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"{base}/api/studies", timeout=5)
-                return base
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"dashboard did not start: {log_path.read_text()}")
-                time.sleep(0.3)
-
-    yield start
-    for server in servers:
-        server.terminate()
-        server.wait(timeout=10)
 
 
 @pytest.fixture
@@ -150,18 +70,6 @@ def _request(url: str, method: str = "GET", body: object = None, host: str = "")
             return answer.status, json.loads(answer.read() or b"{}")
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read() or b"{}")
-
-
-@pytest.fixture
-def page(chromium: Path):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(30_000)
-        yield page
-        browser.close()
 
 
 @pytest.mark.parametrize("problem", ["missing storage", "port in use", "not a port"])
@@ -355,9 +263,9 @@ def test_a_dashboard_that_cannot_bind_says_so_in_one_line_and_nothing_else(probl
         busy.listen()
         host, port, message = {
             "port in use": ("127.0.0.1", busy.getsockname()[1], "(Address already in use)"),
-            "unresolvable host": ("no-such-host.invalid", _free_port(), "the host name does not resolve"),
-            "address not here": ("192.0.2.1", _free_port(), "(Cannot assign requested address)"),
-            "bad name": ("a" * 64 + ".example", _free_port(), "not a host name"),
+            "unresolvable host": ("no-such-host.invalid", 0, "the host name does not resolve"),
+            "address not here": ("192.0.2.1", 0, "(Cannot assign requested address)"),
+            "bad name": ("a" * 64 + ".example", 0, "not a host name"),
         }[problem]
         command = [sys.executable, "-m", "search", "dashboard", "--storage", small_study[0],
                    "--artifacts", str(small_study[1]), "--host", host, "--port", str(port)]

@@ -1,6 +1,9 @@
 import hashlib
+import os
 import pickle
 import shutil
+import subprocess
+import sys
 import tarfile
 import tracemalloc
 from pathlib import Path
@@ -11,9 +14,11 @@ import pytest
 from search.base.config import Data
 from search.base.errors import UsageError
 from search.learning import data
-from search.testing import synthetic_images, write_batch
+from search.learning.data import describe_data
+from search.testing import REPO, synthetic_images, write_batch
 
-REAL = Path("/work/shared/datasets/cifar10/cifar-10-batches-py")
+# A real cifar-10-batches-py folder, for the one test that reads the real files (skipped without).
+REAL = Path(os.environ.get("SEARCH_TEST_CIFAR10") or "SEARCH_TEST_CIFAR10 unset")
 
 
 def test_reads_the_canonical_format(cifar_dir):
@@ -126,7 +131,7 @@ def test_the_checks_accept_the_edges(tmp_path):
     assert x[1].min() == 255 and y.tolist() == [0, 9]
 
 
-@pytest.mark.skipif(not (REAL / "test_batch").is_file(), reason="no real CIFAR-10 here")
+@pytest.mark.skipif(not (REAL / "test_batch").is_file(), reason="no real CIFAR-10: set SEARCH_TEST_CIFAR10 to its folder")
 def test_reads_the_real_test_batch():
     x, y = data.read_batch(REAL / "test_batch")
     assert x.shape == (10_000, 32, 32, 3) and x.dtype == np.uint8
@@ -145,38 +150,50 @@ def test_the_fingerprint_follows_the_content_not_the_folder(tmp_path, cifar_dir)
     write_batch(copy / "data_batch_4", x, y)
     changed = data.load_split(copy, config).fingerprint
     assert changed["sha256"] != first["sha256"]
-    assert data.describe(changed) == f"500 images sha256 {changed['sha256'][:12]}..."
+    assert describe_data(changed) == f"500 images sha256 {changed['sha256'][:12]}..."
 
 
-@pytest.fixture
-def keras_home(tmp_path, monkeypatch):
-    """Point Keras' download cache at an empty folder."""
-    import keras.src.backend.config as keras_config
+RESOLVE = """
+import sys
+from pathlib import Path
 
-    home = tmp_path / "keras-home"
-    home.mkdir()
-    monkeypatch.setattr(keras_config, "_KERAS_DIR", str(home))
-    return home
+from search.base.errors import UsageError
+from search.learning import data
+
+data.ORIGIN, data.ORIGIN_SHA256, archive = sys.argv[1:]
+try:
+    print(f"folder: {data.resolve_data_dir(None)}")
+    Path(archive).unlink(missing_ok=True)  # a second call is served from the cache, with no download
+    print(f"folder: {data.resolve_data_dir(None)}")
+except UsageError as exc:
+    print(f"error: {exc}")
+"""
 
 
-def test_without_data_dir_keras_downloads_and_caches(tmp_path, cifar_dir, keras_home, monkeypatch):
+def resolve_without_data_dir(home: Path, archive: Path, sha256: str) -> list[str]:
+    """``resolve_data_dir(None)`` twice in a fresh process whose Keras cache is ``home``
+    (``KERAS_HOME``, read when Keras is imported), downloading from ``archive``."""
+    env = {**os.environ, "KERAS_HOME": str(home), "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, "-c", RESOLVE, archive.as_uri(), sha256, str(archive)],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return [line for line in result.stdout.splitlines() if line.startswith(("folder: ", "error: "))]
+
+
+def test_without_data_dir_keras_downloads_and_caches(tmp_path, cifar_dir):
     archive = tmp_path / "cifar-10-python.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(cifar_dir, arcname="cifar-10-batches-py")
-    monkeypatch.setattr(data, "ORIGIN", archive.as_uri())
-    monkeypatch.setattr(data, "ORIGIN_SHA256", hashlib.sha256(archive.read_bytes()).hexdigest())
-    folder = data.resolve_data_dir(None)
-    assert folder.is_relative_to(keras_home)
+    home = tmp_path / "keras-home"
+    first, second = resolve_without_data_dir(home, archive, hashlib.sha256(archive.read_bytes()).hexdigest())
+    folder = Path(first.removeprefix("folder: "))
+    assert first == second and folder.is_relative_to(home)
     assert len(data.load_train(folder)[0]) == 500
-    archive.unlink()  # a second call is served from the cache, with no download
-    assert data.resolve_data_dir(None) == folder
 
 
-def test_offline_without_data_dir_names_both_ways(tmp_path, keras_home, monkeypatch):
-    monkeypatch.setattr(data, "ORIGIN", (tmp_path / "unreachable.tar.gz").as_uri())
-    with pytest.raises(UsageError) as info:
-        data.resolve_data_dir(None)
-    assert "set DATA_DIR" in str(info.value) and "download" in str(info.value)
+def test_offline_without_data_dir_names_both_ways(tmp_path):
+    (line,) = resolve_without_data_dir(tmp_path / "keras-home", tmp_path / "unreachable.tar.gz", "0" * 64)
+    assert line.startswith("error: ") and "set DATA_DIR" in line and "download" in line
 
 
 class _Pickled:

@@ -9,8 +9,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from optuna.distributions import CategoricalDistribution, FloatDistribution
-from optuna.trial import TrialState, create_trial
+from optuna.trial import create_trial
 from scipy import stats
 
 from search.base.config import StudyConfig
@@ -18,51 +17,9 @@ from search.interfaces.cli import main
 from search.results.confirm import companion_config
 from search.results.export import export
 from search.results.report import write_reports
-from search.tuning.objective import suggest
+from search.testing import add_trials, trial_distributions
 from search.tuning.storage import open_storage
 from search.tuning.study import PACKAGES, prepare_study
-
-
-def distributions(config: StudyConfig, params: dict) -> dict:
-    """The distributions the objective gives ``params`` (``l1_on`` first, ``l1`` when on)."""
-    space = config.search_space
-    return {
-        name: CategoricalDistribution([True, False]) if name.endswith("_on")
-        else FloatDistribution(*getattr(space, name).sampled_bounds, log=getattr(space, name).log)
-        for name in params
-    }
-
-
-def add_trials(study: optuna.Study, config: StudyConfig, values: list[float | None]) -> None:
-    """Trials without training: ``None`` is a pruned trial, a number a complete one.
-
-    The first value goes to the queued baseline trial (trial 0), if the study has one.
-    """
-    for value in values:
-        number = len(study.trials)
-        state = TrialState.PRUNED if value is None else TrialState.COMPLETE
-        if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-            trial = study.ask()  # the queued trial, with its own params
-            suggest(trial, config.search_space)
-            number, params = trial.number, trial.params
-        else:
-            point = {name: low + (high - low) / (number + 2)
-                     for name, (low, high) in ((n, p.sampled_bounds) for n, p in config.search_space)}
-            trial, params = None, config.search_space.trial_params(point)
-        space = distributions(config, params)
-        # what the objective records
-        attrs = {"best_epoch": 2, "epochs_run": 2, "seed": 1000 + number,
-                 "effective_params": config.search_space.effective(params)}
-        curve = {} if value is None else {0: value / 2, 1: value}
-        if trial is None:
-            study.add_trial(create_trial(params=params, distributions=space, value=value, state=state,
-                                         user_attrs=attrs, intermediate_values=curve))
-            continue
-        for key, attr in attrs.items():
-            trial.set_user_attr(key, attr)
-        for step, intermediate in curve.items():
-            trial.report(intermediate, step)
-        study.tell(trial, value, state=state)
 
 
 @pytest.fixture
@@ -103,7 +60,7 @@ def add_confirmations(storage, config: StudyConfig, runs: dict) -> None:
         for i, value in enumerate(values):
             attrs = {"source_trial": source, "seed_index": i, "seed": 7 + i, "baseline": key == "baseline"}
             params = search.trials[source].params
-            companion.add_trial(create_trial(params=params, distributions=distributions(config, params),
+            companion.add_trial(create_trial(params=params, distributions=trial_distributions(config, params),
                                              value=value, user_attrs=attrs))
 
 
@@ -116,7 +73,7 @@ def test_confirmations_rank_the_export_and_give_the_gain(study, tiny_config, sql
             {"source_trial": True, "seed_index": 0}, {"seed_index": -1, "baseline": True},
             {"source_trial": 2, "seed_index": 0, "baseline": False}]  # a second run of one seed
     params = study.trials[2].params
-    space = distributions(tiny_config, params)
+    space = trial_distributions(tiny_config, params)
     companion = storage.load("tiny.confirm")
     for attrs in junk:
         companion.add_trial(create_trial(params=params, distributions=space, value=0.99,

@@ -135,7 +135,10 @@ def taken_over_in_call_0(*args, callbacks, **kwargs):
     if not hasattr(taken_over_in_call_0, "done"):
         taken_over_in_call_0.done = True
         trial = next(c._trial for c in callbacks if hasattr(c, "_trial"))
-        trial.study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        storage = trial.storage
+        study_id = storage.get_study_id_from_name(trial.study.study_name)
+        storage.set_trial_state_values(storage.get_trial_id_from_study_id_trial_number(study_id, trial.number),
+                                       TrialState.FAIL)
     return played_fit([0.3, 0.4])(*args, callbacks=callbacks, **kwargs)
 
 

@@ -15,9 +15,9 @@ from search.base.files import finite, folder_in, json_text, replacing, write_jso
 from search.interfaces.cli import main
 from search.results.export import export
 from search.results.report import PLOTLY_JS, write_reports
+from search.testing import add_trials  # trials without training
 from search.tuning.storage import artifact_store, open_storage
 from search.tuning.study import prepare_study
-from tests.test_export import add_trials  # trials without training
 
 SECRET = "a file outside the tree, which no command may change\n"
 

@@ -1,7 +1,8 @@
 """A worker that dies mid-trial: its trial goes stale, is failed and retried up to ``max_retry``.
 
-Time is driven directly, as in Optuna's own heartbeat tests: a dead worker's trial is a RUNNING
-trial whose last heartbeat is set far in the past, so nothing depends on how fast a trial runs.
+No test waits for a grace period to pass: a dead worker's trial is a RUNNING trial whose heartbeat
+row is set far in the past (through Optuna's RDB model, the only handle on it), so nothing
+depends on how fast a trial runs or how long a heartbeat takes to go stale.
 """
 
 from __future__ import annotations
@@ -28,10 +29,13 @@ def dead_workers_trial(study: optuna.Study, storage: StudyStorage) -> int:
     trial = study.ask({"l1": optuna.distributions.FloatDistribution(1e-7, 1e-2, log=True),
                        "l2": optuna.distributions.FloatDistribution(1e-7, 1e-2, log=True),
                        "dropout": optuna.distributions.FloatDistribution(0.0, 0.7)})
-    storage.rdb.record_heartbeat(trial._trial_id)
-    with storage.rdb.engine.begin() as conn:
+    rdb = storage.rdb
+    trial_id = rdb.get_trial_id_from_study_id_trial_number(rdb.get_study_id_from_name(study.study_name),
+                                                            trial.number)
+    rdb.record_heartbeat(trial_id)
+    with rdb.engine.begin() as conn:
         conn.execute(sqlalchemy.update(TrialHeartbeatModel)
-                     .where(TrialHeartbeatModel.trial_id == trial._trial_id)
+                     .where(TrialHeartbeatModel.trial_id == trial_id)
                      .values(heartbeat=datetime(2000, 1, 1)))
     return trial.number
 

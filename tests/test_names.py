@@ -14,10 +14,9 @@ from search.base.names import MAX_LENGTH, check_name, inside
 from search.interfaces.cli import main
 from search.results.export import export
 from search.results.retrain import read_export, resolve_export
-from search.testing import tiny_raw
+from search.testing import add_trials, tiny_raw
 from search.tuning.storage import open_storage
 from search.tuning.study import prepare_study
-from tests.test_export import add_trials
 
 BAD = [
     "", ".", "..", "../evil", "a/b", "a\\b", "/etc/passwd", "-rf", ".hidden", "x'; rm -rf ~; '",

@@ -21,16 +21,13 @@ class Proxy:
 
     def __init__(self, target: tuple[str, int]) -> None:
         self.target = target
-        probe = socket.socket()
-        probe.bind(("127.0.0.1", 0))
-        self.port = probe.getsockname()[1]
-        probe.close()
         self._sockets: list[socket.socket] = []
-        self._listener: socket.socket | None = None
+        self.port = 0  # the first listener takes a free port, bound with no gap; up() rebinds it
         self.up()
 
     def up(self) -> None:
         self._listener = socket.create_server(("127.0.0.1", self.port), reuse_port=True)
+        self.port = self._listener.getsockname()[1]
         threading.Thread(target=self._accept, args=(self._listener,), daemon=True).start()
 
     def down(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import io
 import os
+import select
 import struct
 import termios
 
@@ -60,16 +61,20 @@ def test_a_terminal_gets_a_bar_with_the_best_trial_and_the_running_epochs(study:
 
 
 def test_a_log_file_gets_lines_and_a_status_line_but_no_redraws(study: optuna.Study) -> None:
-    out = io.StringIO()
-    monitor = Monitor(study, first=2, total=6, epochs=EPOCHS, status_every=0.0, file=out)
-    monitor.poll()
-    monitor.status_every = 3600.0  # the next status line is an hour away
-    monitor.poll()
+    out, now = io.StringIO(), [1000.0]
+    monitor = Monitor(study, first=2, total=6, epochs=EPOCHS, status_every=300.0, file=out,
+                      clock=lambda: now[0])
+    now[0] += 299.0
+    monitor.poll()  # no status line before 5 minutes
+    now[0] += 1.0
+    monitor.poll()  # 5 minutes: one
+    now[0] += 60.0
+    monitor.poll()  # the next is 5 minutes away
     text = out.getvalue()
     assert "\r" not in text and "\x1b" not in text
     assert len(finished_lines(text)) == 2  # each finished trial once
     (status,) = [line for line in text.splitlines() if "trials finished" in line]
-    assert "2/6 trials finished in 0.0 min" in status
+    assert "2/6 trials finished in 5.0 min, about 10 min left" in status
     assert status.endswith("best 0.7000 (trial 2); trial 4 epoch 2/3 val 0.5500; trial 5 epoch 1/3")
 
 
@@ -89,12 +94,11 @@ def test_a_real_terminal_gets_the_bar(study: optuna.Study) -> None:
         monitor = Monitor(study, first=2, total=6, epochs=EPOCHS, file=terminal)
         monitor.poll()
         monitor.bar.close()
-    os.set_blocking(master, False)
     chunks = []
-    try:
-        while chunk := os.read(master, 65536):
+    try:  # the replica is closed: read until Linux says EIO (all read), waiting at most 10 s a read
+        while select.select([master], [], [], 10)[0] and (chunk := os.read(master, 65536)):
             chunks.append(chunk)
-    except (BlockingIOError, OSError):  # drained; Linux says EIO once the other end is closed
+    except OSError:
         pass
     finally:
         os.close(master)

@@ -1,4 +1,4 @@
-"""Every command block of README.md, run as written, in order, on tiny synthetic data.
+"""Every command block of README.md and docs/, run as written, in order, on tiny synthetic data.
 
 The ``make`` lines run in a scratch folder that stands in for a fresh checkout: there, the
 configs in ``study_configs/`` keep their study names, search spaces, samplers and pruners but
@@ -7,11 +7,15 @@ train 1 epoch on 100 / 50 synthetic images, and the default storage (``storage/o
 
 - any ``DATA_DIR=...`` names the synthetic folder, as does the environment for lines without one
   (the test cannot download CIFAR-10);
-- ``TRIALS`` above ``MAX_TRIALS`` becomes ``MAX_TRIALS``: the count changes nothing in the flow;
-- ``my-study`` (the README's placeholder) becomes ``MY_STUDY``, a study the lines before ran;
-- ``PORT`` is a free port (the environment's ``PORT``), ``make`` is told that ``.venv`` is set up.
+- ``TRIALS`` above ``MAX_TRIALS``, ``SEEDS`` and ``WORKERS`` above ``MAX_RUNS`` become those: the
+  counts change nothing in the flow;
+- ``my-study`` (the docs' placeholder) becomes ``MY_STUDY``, a study the lines before ran;
+- ``PORT`` is 0 (the environment's ``PORT``): the dashboard takes a free port and prints it;
+  ``make`` is told that ``.venv`` is set up.
 
-Every other command line must match one of ``NOT_RUN``, each with its reason.
+Every other command line must match one of ``NOT_RUN``, each with its reason. The pages run in
+``PAGES`` order, one scratch folder for all, so a page may act on the studies run before it;
+every relative link in them must name a file (and heading) of the repository.
 """
 
 from __future__ import annotations
@@ -20,18 +24,20 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
 
+import pytest
 import yaml
 
 from search.testing import REPO, make_cifar_folder
 
 MAX_TRIALS = 3
+MAX_RUNS = 2
 MY_STUDY = "cifar10-smoke"
 NOISE = ("absl", "cuInit", "oneDNN", "cudart", "I0000", "E0000", "W0000")  # TensorFlow's C++ lines
 NOT_RUN = {
@@ -45,9 +51,14 @@ NOT_RUN = {
 }
 
 
+PAGES = ("README.md", "docs/options.md", "docs/configs.md", "docs/fleet.md", "docs/dashboard.md",
+         "docs/results.md", "docs/measured.md", "docs/benchmarks.md")
+
+
 def readme_lines() -> list[str]:
-    """The command lines of the ```bash and ```sh blocks, comments dropped, continuations joined."""
-    blocks = re.findall(r"^ *```(?:bash|sh)\n(.*?)^ *```", (REPO / "README.md").read_text(), re.S | re.M)
+    """The command lines of the pages' ```bash and ```sh blocks, comments dropped, continuations joined."""
+    blocks = [block for page in PAGES
+              for block in re.findall(r"^ *```(?:bash|sh)\n(.*?)^ *```", (REPO / page).read_text(), re.S | re.M)]
     lines = []
     for block in blocks:
         for line in block.replace("\\\n", " ").splitlines():
@@ -71,6 +82,8 @@ def as_run(line: str, data: Path) -> list[str]:
             value = str(data)
         elif name == "TRIALS":
             value = str(min(int(value), MAX_TRIALS))
+        elif name in ("SEEDS", "WORKERS"):
+            value = str(min(int(value), MAX_RUNS))
         changed.append(f"{name}={value.replace('my-study', MY_STUDY)}" if assigns else word)
     return ["make", "-f", str(REPO / "Makefile"), "-o", ".venv/.installed", f"PY={sys.executable}",
             *changed]
@@ -85,35 +98,37 @@ def tiny_configs(folder: Path) -> None:
         (folder / "study_configs" / source.name).write_text(yaml.safe_dump(raw))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def serve_until_it_answers(command: list[str], cwd: Path, env: dict, port: int) -> str:
-    """Start the dashboard, wait for its page, stop it (Ctrl-C); return what it printed."""
+def serve_until_it_answers(command: list[str], cwd: Path, env: dict) -> str:
+    """Start the dashboard, wait for its page at the address it prints, stop it (Ctrl-C); return
+    what it printed."""
     process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    printed: list[str] = []
+    reader = threading.Thread(target=lambda: printed.extend(process.stdout), daemon=True)
+    reader.start()
     try:
         deadline = time.monotonic() + 120
         while True:
-            assert process.poll() is None, process.communicate()[0]
+            assert process.poll() is None, "".join(printed)
+            address = next((m[1] for line in printed if (m := re.search(r"at (http://\S+/dashboard)", line))),
+                           None)
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/dashboard", timeout=5) as page:
+                assert address, "no address printed yet"
+                with urllib.request.urlopen(address, timeout=5) as page:
                     assert page.status == 200
                     break
-            except OSError:
-                assert time.monotonic() < deadline, "the dashboard did not answer"
+            except (OSError, AssertionError):
+                assert time.monotonic() < deadline, f"the dashboard did not answer: {''.join(printed)}"
                 time.sleep(0.5)
     finally:
         os.killpg(process.pid, signal.SIGINT)
         try:
-            output = process.communicate(timeout=30)[0]
+            process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
-            output = process.communicate()[0]
-    return output
+            process.wait()
+        reader.join(timeout=10)
+    return "".join(printed)
 
 
 def test_every_command_line_is_run_or_listed():
@@ -125,13 +140,29 @@ def test_every_command_line_is_run_or_listed():
     assert not unused, f"NOT_RUN entries that match no README line: {unused}"
 
 
+def run_to_the_end(command: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
+    """Run ``command`` in a session of its own; however the test ends (a failure, a timeout), the
+    whole session is stopped: make, the search under it and its workers."""
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)
+    try:
+        out, err = process.communicate(timeout=900)
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait()
+    return subprocess.CompletedProcess(command, process.returncode, out, err)
+
+
+@pytest.mark.timeout(2400)  # some 25 commands, each starting TensorFlow
 def test_the_readme_runs_as_written(tmp_path):
     data = make_cifar_folder(tmp_path / "cifar-10-batches-py")
     home = tmp_path / "checkout"
     home.mkdir()
     tiny_configs(home)
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(REPO), "DATA_DIR": str(data), "PORT": str(port)}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "DATA_DIR": str(data), "PORT": "0"}
     for name in ("CONFIG", "STUDY", "STORAGE", "TRIALS", "WORKERS", "TIMEOUT", "TOP", "FULL", "VERBOSE"):
         env.pop(name, None)
     outputs: list[tuple[str, str]] = []
@@ -140,25 +171,54 @@ def test_the_readme_runs_as_written(tmp_path):
             continue
         command = as_run(line, data)
         if line.split()[:2] == ["make", "dashboard"]:
-            output = serve_until_it_answers(command, home, env, port)
+            output = serve_until_it_answers(command, home, env)
         else:
-            result = subprocess.run(command, cwd=home, env=env, capture_output=True, text=True, timeout=900)
+            result = run_to_the_end(command, home, env)
             assert result.returncode == 0, f"{line}\n{result.stdout}\n{result.stderr}"
             noise = [s for s in result.stderr.splitlines() if any(word in s for word in NOISE)]
             assert not noise, f"{line}: TensorFlow's start-up lines on stderr: {noise}"
             output = result.stdout + result.stderr
         outputs.append((line, output))
 
-    # The opening flow acts on the study just run: the smoke study, the most recent of two.
+    # The opening flow acts on the study just run, the only one yet: the smoke study.
     flow = [i for i, (line, _) in enumerate(outputs) if "CONFIG=study_configs/smoke.yaml" in line][0]
     after = {line.split()[1]: out for line, out in outputs[flow + 1: flow + 5]}
     assert set(after) == {"dashboard", "export", "retrain", "report"}
-    picked = "study cifar10-smoke (the most recent of 2 in sqlite:///storage/optuna.db; STUDY=... picks another)"
+    picked = "study cifar10-smoke (the only one in sqlite:///storage/optuna.db)"
     assert picked in after["export"] and picked in after["retrain"]
     assert "wrote exports/cifar10-smoke/best.yaml" in after["export"]
     assert "test accuracy" in after["retrain"] and "the search's trial" in after["retrain"]
     assert "wrote reports/cifar10-smoke.html" in after["report"]
     assert "optuna-dashboard at http://127.0.0.1:" in after["dashboard"]
+    # The full search's flow: confirmed, then exported by the confirmed means.
+    full = {line.split()[1]: out for line, out in outputs[flow + 5: flow + 8]}
+    assert set(full) == {"search", "confirm", "export"}
+    assert "confirmed val_accuracy (fresh seeds" in full["confirm"], full["confirm"]
+    assert "wrote exports/cifar10-regularization/best.yaml" in full["export"]
+    assert yaml.safe_load((home / "exports/cifar10-regularization/best.yaml").read_text())["confirmed"] is True
     for path in ("exports/cifar10-smoke/model.keras", "exports/cifar10-regularization/best.yaml",
                  "exports/cifar10-smoke/top.yaml", "reports/cifar10-regularization.html"):
         assert (home / path).is_file(), path
+
+
+def _anchors(page: Path) -> set[str]:
+    """GitHub's ids for the page's headings: lower case, punctuation dropped, spaces as hyphens."""
+    headings = re.findall(r"^#+ (.+)$", page.read_text(), re.M)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
+def test_every_relative_link_resolves():
+    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    assert {str(p.relative_to(REPO)) for p in pages} == set(PAGES), "a page missing from PAGES"
+    checked = 0
+    for page in pages:
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            if re.match(r"[a-z]+:", target):  # https:, mailto:
+                continue
+            path, _, anchor = target.partition("#")
+            resolved = (page.parent / path).resolve() if path else page
+            where = f"{page.relative_to(REPO)}: link {target}"
+            assert resolved.is_relative_to(REPO) and resolved.exists(), f"{where}: no such file"
+            assert not anchor or anchor in _anchors(resolved), f"{where}: no such heading"
+            checked += 1
+    assert checked >= 7  # the README's links to docs/ at least

@@ -17,9 +17,9 @@ from search.results.report import (
     PLOTS,
     write_reports,
 )
+from search.testing import add_trials
 from search.tuning.storage import open_storage
 from search.tuning.study import prepare_study
-from tests.test_export import add_trials  # trials without training
 
 
 @pytest.fixture

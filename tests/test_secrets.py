@@ -137,7 +137,7 @@ def test_a_search_and_all_it_writes_never_show_the_password(form, postgres_url, 
                                                             monkeypatch, capsys):
     url = with_password(postgres_url, form)  # trust auth: accepted and ignored
     raw = tiny_raw(tmp_path)
-    raw["training"]["epochs"] = 1
+    raw["training"]["epochs"] = 10_000  # the workers train until stopped: none ends before the walk
     (tmp_path / "study.yaml").write_text(yaml.safe_dump(raw))
     env = {**os.environ, "PYTHONPATH": str(REPO), "SEARCH_STORAGE": url}
     process = subprocess.Popen(
@@ -153,30 +153,36 @@ def test_a_search_and_all_it_writes_never_show_the_password(form, postgres_url, 
         assert len(tree) >= 3  # this command, the fork server, the workers
         assert all(TOKEN.encode() not in line for line in tree.values())
         assert TOKEN.encode() not in every_command_line()
+        process.terminate()  # stopped cleanly: each worker's trial ends FAIL, then the summary
         out, err = process.communicate(timeout=600)
     finally:
         process.kill()
-    assert process.returncode == 0, err
+    assert process.returncode == 130, err
     assert "storage: postgresql+psycopg://" in out and "***" in out  # the summary, masked
     assert TOKEN not in out + err
-
+    # the same study trained to the end, in this process: trial artifacts, notes and an export
+    (tmp_path / "done.yaml").write_text(yaml.safe_dump({**raw, "study_name": "tiny-done",
+                                                        "training": {**raw["training"], "epochs": 1}}))
     monkeypatch.chdir(tmp_path)
-    assert main(["export", "--storage", url, "--study", "tiny", "--top", "2"]) == 0
+    assert main(["search", "--config", "done.yaml", "--storage", url, "--trials", "2", "--workers", "1",
+                 "--data-dir", str(cifar_dir)]) == 0
+    assert main(["export", "--storage", url, "--study", "tiny-done", "--top", "2"]) == 0
     assert main(["report", "--storage", url]) == 0
-    monkeypatch.setattr("bottle.run", lambda *args, **kwargs: None)  # the banner, not a server
-    assert main(["dashboard", "--storage", url, "--artifacts", str(tmp_path / "artifacts")]) == 0
+    monkeypatch.setattr("wsgiref.simple_server.WSGIServer.serve_forever", lambda self: None)  # bound, not serving
+    assert main(["dashboard", "--storage", url, "--artifacts", str(tmp_path / "artifacts"), "--port", "0"]) == 0
     out = capsys.readouterr()
     assert "optuna-dashboard at" in out.out and TOKEN not in out.out + out.err
 
     rdb = optuna.storages.RDBStorage(url)
-    study_id = rdb.get_study_id_from_name("tiny")
-    system = rdb.get_study_system_attrs(study_id)
-    assert any("note" in key for key in system)  # the dashboard's note is there
-    attrs = [rdb.get_study_user_attrs(study_id), system]
-    attrs += [a for t in rdb.get_all_trials(study_id) for a in (t.user_attrs, t.system_attrs)]
-    assert TOKEN not in json.dumps(attrs)
-    written = [p for p in tmp_path.rglob("*") if p.is_file() and p.name != "study.yaml"]
-    assert {p.parent.name for p in written} >= {"tiny", "reports", "artifacts"}
+    for name in ("tiny", "tiny-done"):
+        study_id = rdb.get_study_id_from_name(name)
+        system = rdb.get_study_system_attrs(study_id)
+        assert any("note" in key for key in system)  # the dashboard's note is there
+        attrs = [rdb.get_study_user_attrs(study_id), system]
+        attrs += [a for t in rdb.get_all_trials(study_id) for a in (t.user_attrs, t.system_attrs)]
+        assert TOKEN not in json.dumps(attrs)
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and p.name not in ("study.yaml", "done.yaml")]
+    assert {p.parent.name for p in written} >= {"tiny-done", "reports", "artifacts"}
     for path in written:
         assert TOKEN.encode() not in path.read_bytes(), path
 

@@ -11,6 +11,7 @@ import json
 import re
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -19,23 +20,23 @@ import pytest
 import yaml
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
-from optuna_dashboard import get_note
+from optuna_dashboard import get_note, save_note
 
 from search.base.config import parse_config, shown_params, trial_label
 from search.base.names import CONFIRMS, companion_name
 from search.base.stats import gain
 from search.interfaces.cli import build_parser
-from search.results.compare import SEARCH_BEST, SEARCH_RANKING, outcome_lines
 from search.results.confirm import companion_config, confirm_seed, planned_runs
 from search.results.export import export
-from search.results.notes import save_study_note
 from search.results.report import render
 from search.results.retrain import run_label
-from search.running.progress import describe
+from search.running.progress import describe_trial as describe
 from search.running.runner import ran_line, run_search
 from search.running.workers import Budget
 from search.testing import REPO, tiny_raw
-from search.tuning.artifacts import study_curves
+from search.tuning.artifacts import save_study_curves, study_curves, trial_note
+from search.tuning.compare import SEARCH_BEST, SEARCH_RANKING, outcome_lines
+from search.tuning.notes import save_study_note
 from search.tuning.objective import EpochPruningCallback, suggest
 from search.tuning.storage import open_storage
 from search.tuning.study import prepare_study
@@ -193,7 +194,7 @@ def test_after_confirmation_every_view_names_the_same_best_and_gain(study, sqlit
     assert top["ranked_by"].startswith("confirmed configurations") and top["trials"][0]["trial"] == 3
     page = render(study, storage)
     assert "<td>best (confirmed)</td><td>trial 3</td>" in page and SEARCH_BEST not in page
-    assert f"<h2>Search ranking (one run each, unconfirmed)</h2>" in page
+    assert "<h2>Search ranking (one run each, unconfirmed)</h2>" in page
     assert best_line in page.replace("&#x27;", "'")
     save_study_note(study, parse_config(study.user_attrs["config"], "stored"), storage)
     assert best_line in get_note(study)
@@ -302,3 +303,109 @@ def test_a_search_shows_what_it_stored(tmp_path, cifar_dir):
     for trial in study.trials:
         assert trial.value == round(trial.value, 4)
         assert all(v == round(v, 4) for v in trial.intermediate_values.values())
+
+
+# The dashboard in headless Chromium: the baseline marked, the rounded best value, a
+# confirmation study without a best trial, a refused write answered in the page.
+
+
+@pytest.fixture
+def studies(tmp_path, chromium):
+    """The ``views`` study (baseline trial 1, best by search trial 2 at 0.419) and its
+    confirmations: storage URL, artifact folder, study ids."""
+    url = f"sqlite:///{tmp_path / 'views.db'}"
+    study = make_study(url, tmp_path)
+    rdb = open_storage(url).rdb
+    study_id = rdb.get_study_id_from_name(study.study_name)
+    for number in (1, 2):
+        trial = optuna.Trial(study, rdb.get_trial_id_from_study_id_trial_number(study_id, number))
+        save_note(trial, trial_note(trial, "/none.png"))
+    save_study_curves(study, rdb)
+    companion = make_confirmations(url, study)
+    config = companion_config(parse_config(study.user_attrs["config"], "stored"))
+    save_study_note(companion, config, open_storage(url))
+    (tmp_path / "artifacts").mkdir()
+    return url, tmp_path / "artifacts", study_id, rdb.get_study_id_from_name(companion.study_name)
+
+
+def test_the_study_page_shows_the_rounded_best_and_the_baseline(studies, start_dashboard, page):
+    from playwright.sync_api import expect
+
+    url, artifacts, study_id, _ = studies
+    base = start_dashboard(url, artifacts)
+    page.goto(f"{base}/dashboard/studies/{study_id}")
+    expect(page.get_by_text("Best Trial (number=2)")).to_be_visible()
+    expect(page.get_by_text("0.419", exact=True)).to_be_visible()
+    curves = page.locator('[id="user-defined-plot:validation-curves"]')
+    expect(curves).to_contain_text("trial 1 (baseline)")  # the legend names the dashed line
+
+    page.goto(f"{base}/dashboard/studies/{study_id}/trials?numbers=1")
+    expect(page.get_by_text("Baseline", exact=True)).to_be_visible()  # the trial's note says so
+    expect(page.get_by_text("the study's reference point")).to_be_visible()
+    expect(page.get_by_text("l1_on False", exact=True)).to_be_visible()  # stored as off
+    expect(page.get_by_text("baseline True", exact=True)).to_be_visible()  # a user attr
+    expect(page.get_by_text("l1 0.0000001")).to_have_count(0)
+
+
+def test_a_confirmation_study_shows_no_best_trial(studies, start_dashboard, page):
+    from playwright.sync_api import expect
+
+    url, artifacts, study_id, companion_id = studies
+    base = start_dashboard(url, artifacts)
+    with urllib.request.urlopen(f"{base}/api/studies/{companion_id}") as answer:
+        assert json.load(answer)["best_trials"] == []
+    with urllib.request.urlopen(f"{base}/api/studies/{study_id}") as answer:  # a search keeps its own
+        assert [t["number"] for t in json.load(answer)["best_trials"]] == [2]
+    page.goto(f"{base}/dashboard/studies/{companion_id}")
+    expect(page.get_by_text("Study User Attributes")).to_be_visible()  # the page is drawn
+    expect(page.get_by_text("Best Trial (number=")).to_have_count(0)
+    page.goto(f"{base}/dashboard/studies/{companion_id}/note")
+    expect(page.get_by_text("there is no best trial here", exact=False)).to_be_visible()
+    expect(page.get_by_role("cell", name="search trial 3", exact=True)).to_be_visible()
+
+
+def test_a_delete_click_on_a_read_only_dashboard_says_how_to_allow_it(studies, start_dashboard, page):
+    from playwright.sync_api import expect
+
+    url, artifacts, _, _ = studies
+    page.goto(f"{start_dashboard(url, artifacts)}/dashboard")
+    notice = page.locator("#read-only-notice")
+    expect(notice).to_contain_text("read-only: start with ALLOW_WRITES=1")
+    page.get_by_role("button", name="delete study").first.click()
+    page.get_by_role("dialog", name="Delete study").get_by_role("button", name="Yes").click()
+    expect(page.get_by_role("alert").filter(has_text="Refused: read-only: start with ALLOW_WRITES=1")).to_be_visible()
+    assert sorted(optuna.get_all_study_names(url)) == ["views", "views.confirm"]
+
+
+def test_a_writable_dashboard_has_no_read_only_notice(studies, start_dashboard, page):
+    from playwright.sync_api import expect
+
+    url, artifacts, _, _ = studies
+    page.goto(f"{start_dashboard(url, artifacts, '--allow-writes')}/dashboard")
+    expect(page.get_by_text("views.confirm")).to_be_visible()
+    expect(page.locator("#read-only-notice")).to_have_count(0)
+    assert open_storage(url)  # nothing was changed by looking
+
+
+def test_confirmation_pages_answer_every_spelling_of_the_study_api():
+    """A trailing slash (bottle strips it) or a study id of no study: no way around, no crash."""
+    from search.interfaces.dashboard_views import ConfirmationPages
+
+    class Storage:
+        def get_study_user_attrs(self, study_id: int) -> dict:
+            if study_id == 9:
+                raise KeyError(study_id)
+            return {"confirms": "search"} if study_id == 2 else {}
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [json.dumps({"best_trials": [{"number": 1}]}).encode()]
+
+    pages = ConfirmationPages(app, Storage())
+
+    def get(path: str) -> dict:
+        return json.loads(b"".join(pages({"PATH_INFO": path, "REQUEST_METHOD": "GET"}, lambda *a: None)))
+
+    assert get("/api/studies/2") == get("/api/studies/2/") == {"best_trials": []}
+    assert get("/api/studies/2/param_importances") == {"param_importances": [[]]}
+    assert get("/api/studies/1") == get("/api/studies/9") == {"best_trials": [{"number": 1}]}

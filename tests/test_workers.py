@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -166,8 +167,11 @@ def test_racing_creators_with_different_configs_leave_one_definition(backend, re
             racers.append((ready, subprocess.Popen([sys.executable, "-c", RACER, str(ready), str(gate), *args],
                                                    cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                                    text=True)))
+        deadline = time.monotonic() + 120
         while not all(ready.exists() for ready, _ in racers):
             assert all(p.poll() is None for _, p in racers), [p.communicate() for _, p in racers]
+            assert time.monotonic() < deadline, "the racers did not get ready"
+            time.sleep(0.05)
         gate.touch()  # both start now
         results = [(p.wait(timeout=120), *p.communicate()) for _, p in racers]
         codes = [code for code, _, _ in results]

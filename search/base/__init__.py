@@ -1,4 +1,4 @@
-"""The base: errors, study configs, YAML reading, names, seeds, statistics, paths.
+"""The base: errors, study configs, YAML reading, names, seeds, statistics, paths, arguments.
 
 Loads neither TensorFlow nor Optuna; every other layer may import it.
 """

@@ -34,7 +34,10 @@ def name_problem(name: object) -> str | None:
 
 
 def shown(name: object) -> str:
-    """The name for a one-line message: escaped (no newline or terminal code), shortened."""
+    """The name for a one-line message: as is if it is a valid study name, else quoted, escaped
+    (no newline or terminal code) and shortened."""
+    if name_problem(name) is None:
+        return name  # type: ignore[return-value]
     text = ascii(name)
     return text if len(text) <= 60 else f"{text[:50]}...' ({len(str(name))} characters)"
 

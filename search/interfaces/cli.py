@@ -13,6 +13,7 @@ import math
 import os
 import sys
 
+from search.base.arguments import Parser, integer, positive
 from search.base.errors import SearchError, UsageError
 from search.base.names import check_name
 from search.learning.quiet import set_verbosity, verbose
@@ -26,27 +27,8 @@ def plain(text: str) -> str:
     return text.replace("``", "")
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, not argparse's usage block
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def _integer(text: str, low: int) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < low:
-        raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
-    return value
-
-
-def _positive(text: str) -> int:
-    return _integer(text, 1)
-
-
-def _seed(text: str) -> int:
-    return _integer(text, 0)
+def _non_negative(text: str) -> int:
+    return integer(text, 0)
 
 
 def _name(text: str) -> str:
@@ -61,7 +43,7 @@ def _workers(text: str) -> int | None:
     if text.strip().lower() == "auto":
         return None
     try:
-        return _positive(text)
+        return positive(text)
     except argparse.ArgumentTypeError as exc:
         raise argparse.ArgumentTypeError(f"{exc} (use auto or a number of workers)") from None
 
@@ -104,19 +86,19 @@ def _study_args(p: argparse.ArgumentParser, config: str, study: str) -> None:
 
 
 def _run_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--trials", type=_positive, default=20, help="trials to run in all (default 20)")
+    p.add_argument("--trials", type=positive, default=20, help="trials to run in all (default 20)")
     p.add_argument("--workers", type=_workers, default=None, metavar="auto|N", help=WORKERS_HELP)
     p.add_argument("--timeout", type=_minutes, metavar="MINUTES",
                    help="start no trial after this many minutes; running ones finish (default: none)")
     p.add_argument("--data-dir", help="local cifar-10-batches-py folder (default: Keras' cache)")
-    p.add_argument("--launch-seed", type=_seed, metavar="N",
+    p.add_argument("--launch-seed", type=_non_negative, metavar="N",
                    help="sample as the launch with this seed did (default: a fresh seed each run)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m search", description=plain(__doc__))
+    parser = Parser(prog="python -m search", description=plain(__doc__))
     _verbose(parser, default=False)
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     p = commands.add_parser("search", help="create or resume a study and run trials")
     _study_args(p, f"study config (YAML; default {DEFAULT_CONFIG})", "the config's study_name")
@@ -134,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", help=STORAGE_HELP)
     p.add_argument("--artifacts", help="artifact folder (default: the config's storage.artifacts)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=_positive, default=8080, help="port (default 8080)")
+    p.add_argument("--port", type=_non_negative, default=8080, help="port (default 8080; 0: any free port)")
     p.add_argument(
         "--allow-writes",
         action="store_true",
@@ -152,16 +134,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("export", help="write the best trial's settings to exports/<study>/")
     _study_args(p, "a study config: names the study (default: none)", PICKED)
-    p.add_argument("--top", type=_positive, default=1,
+    p.add_argument("--top", type=positive, default=1,
                    help="also write the k best to top.yaml when above 1 (default 1)")
 
     p = commands.add_parser("confirm", help="retrain the top trials and the baseline with fresh seeds")
     _study_args(p, "a study config: names the study (default: none)", PICKED)
-    p.add_argument("--top", type=_positive, default=3,
+    p.add_argument("--top", type=positive, default=3,
                    help="best trials to confirm, besides the baseline (default 3)")
-    p.add_argument("--seeds", type=_positive, default=3, help="runs of each, with fresh seeds (default 3)")
+    p.add_argument("--seeds", type=positive, default=3, help="runs of each, with fresh seeds (default 3)")
     p.add_argument("--workers", type=_workers, default=None, metavar="auto|N", help=WORKERS_HELP)
-    p.add_argument("--runs", type=_positive, help="run at most this many now (default: all missing)")
+    p.add_argument("--runs", type=positive, help="run at most this many now (default: all missing)")
     p.add_argument("--data-dir", help="local cifar-10-batches-py folder (default: Keras' cache)")
 
     p = commands.add_parser("retrain", help="train an exported trial's model and test it once")
@@ -170,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="local cifar-10-batches-py folder (default: Keras' cache)")
     p.add_argument("--full", action="store_true",
                    help="train on all 50,000 training images (default: the study's training split)")
-    p.add_argument("--seeds", type=_positive, default=1,
+    p.add_argument("--seeds", type=positive, default=1,
                    help="trainings of each config, the first with its trial's seed (default 1)")
     p.add_argument("--no-baseline", action="store_true",
                    help="do not train the baseline too (default: train it)")
@@ -178,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("report", help="write reports/<study>.html with the study's plots")
     _study_args(p, "a study config: names the study (default: none)",
                 "the config's study_name with --config, else every study in STORAGE")
-    p.add_argument("--top", type=_positive, default=10, help="top trials to list (default 10)")
+    p.add_argument("--top", type=positive, default=10, help="top trials to list (default 10)")
     for sub in commands.choices.values():
         _verbose(sub)
         _from_environment(sub)
@@ -248,7 +230,7 @@ def _confirm(args: argparse.Namespace) -> int:
 
 def _retrain(args: argparse.Namespace) -> int:
     from search.learning.quiet import import_tensorflow
-    from search.results.retrain import describe, resolve_export, retrain
+    from search.results.retrain import describe_metrics, resolve_export, retrain
 
     if args.config or args.study:
         path = resolve_export(args.config, args.study)
@@ -256,7 +238,7 @@ def _retrain(args: argparse.Namespace) -> int:
         path = resolve_export(None, _study_name(args, "retrain"))
     import_tensorflow()
     metrics = retrain(path, args.data_dir, args.full, args.seeds, baseline=not args.no_baseline)
-    print(describe(metrics))
+    print(describe_metrics(metrics))
     return 0
 
 

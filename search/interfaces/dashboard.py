@@ -132,18 +132,20 @@ def serve(
     extra_hosts: Iterable[str] = (),
 ) -> int:
     """Serve optuna-dashboard until interrupted, read-only unless ``allow_writes``; the address
-    is printed once the port is bound, so what it says is true."""
+    is printed once the port is bound (port 0 takes a free one, named there), so what it says is true."""
     from optuna_dashboard import wsgi
 
     from search.tuning.storage import artifact_store, open_storage
 
-    if not 1 <= port <= 65535:
-        raise UsageError(f"PORT {port}: not a TCP port (1-65535)")
-    hosts = allowed_hosts(host, port, extra_hosts)
+    if not 0 <= port <= 65535:
+        raise UsageError(f"PORT {port}: not a TCP port (1-65535, or 0 for any free one)")
+    allowed_hosts(host, port, extra_hosts)  # a bad --allowed-host stops us before storage is opened
     storage = open_storage(storage_url, read_only=True)
     app = ConfirmationPages(wsgi(storage.rdb, artifact_store=artifact_store(artifacts)), storage.rdb)
-    app = Guard(app if allow_writes else ReadOnlyNotice(app, READ_ONLY), hosts, allow_writes)
-    server = bind(host, port, app)
+    guard = Guard(app if allow_writes else ReadOnlyNotice(app, READ_ONLY), frozenset(), allow_writes)
+    server = bind(host, port, guard)
+    port = server.server_port
+    guard.hosts = allowed_hosts(host, port, extra_hosts)
     mode = "WRITABLE by anyone who can open it" if allow_writes else "read-only"
     address = f"[{host}]" if ":" in host else host
     print(

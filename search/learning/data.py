@@ -208,14 +208,6 @@ def fingerprint(x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     return {"images": len(x), "per_class": per_class, "sha256": digest.hexdigest()}
 
 
-def describe(fingerprint: Any) -> str:
-    """``50,000 images sha256 1a2b3c4d5e6f...``; JSON for anything else read back from storage."""
-    match fingerprint:
-        case {"images": int(count), "sha256": str(sha)} if sha.isalnum():
-            return f"{count:,} images sha256 {sha[:12]}..."
-    return json.dumps(fingerprint)
-
-
 def split(x: np.ndarray, y: np.ndarray, data: Data) -> Split:
     """A stratified train/validation split of the training images, fixed by ``data.split_seed``."""
     from sklearn.model_selection import train_test_split
@@ -238,3 +230,12 @@ def split(x: np.ndarray, y: np.ndarray, data: Data) -> Split:
 def load_split(data_dir: str | Path | None, data: Data) -> Split:
     """Resolve the folder, read the training batches and carve the split: once per process."""
     return split(*load_train(resolve_data_dir(data_dir)), data)
+
+
+def describe_data(fingerprint: Any) -> str:
+    """A data fingerprint (``fingerprint``) for a message: ``50,000 images
+    sha256 1a2b3c4d5e6f...``; JSON for anything else read back from storage."""
+    match fingerprint:
+        case {"images": int(count), "sha256": str(sha)} if sha.isalnum():
+            return f"{count:,} images sha256 {sha[:12]}..."
+    return json.dumps(fingerprint)

@@ -16,8 +16,8 @@ import tensorflow as tf
 
 from search.base.config import Training
 from search.base.errors import Interrupted
-from search.learning._gradients import released_gradients
 from search.base.stats import DECIMALS
+from search.learning._gradients import released_gradients
 from search.learning.model import build_model
 
 

@@ -1,1 +1,1 @@
-"""Results: the search against its baseline, confirmation runs, export, retraining, reports."""
+"""Results: confirmation runs, export, retraining, reports."""

@@ -18,8 +18,8 @@ from optuna.trial import TrialState
 from search.base.config import StudyConfig, model_values, parse_config
 from search.base.errors import UsageError
 from search.base.names import CONFIRMS, companion_name
-from search.base.seeds import derive_seed
-from search.results.compare import (
+from search.base.seeds import CONFIRM_STREAM, derive_seed
+from search.tuning.compare import (
     BASELINE,
     baseline_trial,
     is_baseline,
@@ -29,16 +29,13 @@ from search.results.compare import (
 from search.tuning.storage import StudyStorage, open_storage
 from search.tuning.study import prepare_study, stored_config
 
-# Confirmation seeds: (study seed, configuration, seed index, SEED_STREAM). The stream goes last
-# and is not 0: SeedSequence pads with zeros, so (s, 1, 0, 0) would be trial 1's (s, 1).
-SEED_STREAM = 1
 TAKEN = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.WAITING, TrialState.RUNNING)
 
 
 def confirm_seed(study_seed: int, key: int | str, seed_index: int) -> int:
     """A fresh seed for run ``seed_index`` of trial ``key`` (or the baseline); never a search seed,
     which comes from (study seed, trial number) alone."""
-    return derive_seed(study_seed, 0 if key == BASELINE else key + 1, seed_index, SEED_STREAM)
+    return derive_seed(study_seed, 0 if key == BASELINE else key + 1, seed_index, CONFIRM_STREAM)
 
 
 def companion_config(config: StudyConfig) -> StudyConfig:
@@ -94,8 +91,8 @@ def confirm(
 ) -> int:
     """Run the missing confirmation runs (at most ``runs`` of them now); return the exit code."""
     from search.learning.data import load_split
-    from search.results.notes import save_study_note
     from search.running.runner import run_search
+    from search.tuning.notes import save_study_note
 
     config = stored_config(open_storage(storage_url, read_only=True), study_name)
     storage = open_storage(storage_url, config.storage)

@@ -14,22 +14,24 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from search.base.config import StudyConfig, model_values
+from search.base.config import StudyConfig
 from search.base.errors import UsageError
 from search.base.files import finite, folder_in, json_text, write_text
 from search.base.names import companion_name, inside
 from search.base.paths import EXPORTS
 from search.base.stats import gain, rounded
 from search.base.yamlfile import yaml_text
-from search.results.compare import (
+from search.tuning.compare import (
     BASELINE,
     SEARCH_BEST,
     SEARCH_RANKING,
     Runs,
     baseline_trial,
+    best_by_value,
+    confirmed_first,
     is_baseline,
     load_confirmations,
-    ranking,
+    trial_entry,
 )
 from search.tuning.storage import open_storage
 from search.tuning.study import stored_config
@@ -42,26 +44,6 @@ UNCONFIRMED = (
 )
 
 
-def ranked(study: optuna.Study, k: int) -> list[FrozenTrial]:
-    """The ``k`` best complete trials, best first."""
-    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return sorted(trials, key=lambda t: t.value, reverse=True)[:k]
-
-
-def trial_entry(trial: FrozenTrial) -> dict[str, Any]:
-    """What identifies a trial and reproduces it: number, value, best epoch, seed, the values
-    the model used (``params``, 0: off) and the parameters as stored (``sampled``)."""
-    attrs = trial.user_attrs
-    return {
-        "trial": trial.number,
-        "baseline": is_baseline(trial),
-        "value": rounded(trial.value),
-        "best_epoch": attrs.get("best_epoch"),
-        "epochs_run": attrs.get("epochs_run"),
-        "seed": attrs.get("seed"),
-        "params": model_values(trial),
-        "sampled": dict(trial.params),
-    }
 
 
 def _baseline(study: optuna.Study, config: StudyConfig) -> dict[str, Any] | None:
@@ -108,7 +90,7 @@ def verdict(
             "ranking": [{"trial": r.source_trial, "baseline": r.key == BASELINE, "runs": len(r.values),
                          "mean": r.mean} for r in runs],
             SEARCH_RANKING: [{"trial": t.number, "baseline": is_baseline(t), "value": rounded(t.value)}
-                             for t in ranked(study, len(study.trials))],
+                             for t in best_by_value(study, len(study.trials))],
         },
         "gain": None if base_runs is None else gain(mine.values, base_runs.values),
     }
@@ -123,7 +105,7 @@ def export(
     config = stored_config(storage, study_name)
     study = storage.load(study_name)
     runs = load_confirmations(storage, study_name)
-    trials = ranking(study, runs)[:top]
+    trials = confirmed_first(study, runs)[:top]
     if not trials:
         raise UsageError(f"study {study_name!r} has no complete trial yet: nothing to export")
     header = {

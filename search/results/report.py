@@ -26,19 +26,20 @@ from search.base.files import folder_in, write_bytes, write_text
 from search.base.names import CONFIRMS, inside
 from search.base.paths import REPORTS
 from search.base.stats import describe_spread
-from search.results.compare import (
+from search.tuning.artifacts import TRAINED, study_curves
+from search.tuning.compare import (
     CONFIRMATION_HEAD,
     SEARCH_BEST,
     SEARCH_RANKING,
     baseline_trial,
+    best_by_value,
     confirmation_rows,
     confirmations,
+    confirmed_first,
     load_confirmations,
     outcome_lines,
-    ranking,
+    trial_entry,
 )
-from search.results.export import ranked, trial_entry
-from search.tuning.artifacts import FINISHED, study_curves
 from search.tuning.storage import StudyStorage, open_storage
 
 if TYPE_CHECKING:
@@ -79,7 +80,7 @@ PLOTS: dict[str, Callable[[optuna.Study], Figure | str]] = {
     "Slices: l1, l2 and dropout (l1_on, l2_on: whether the penalty is on)": lambda s: vis.plot_slice(
         s, target_name=METRIC
     ),
-    CURVES: lambda s: study_curves(s.get_trials(deepcopy=False, states=FINISHED)),
+    CURVES: lambda s: study_curves(s.get_trials(deepcopy=False, states=TRAINED)),
 }
 CONFIRMATION_PLOTS = {CURVES: PLOTS[CURVES]}  # repeated runs: no history, importances or slices
 
@@ -101,7 +102,7 @@ def _html_table(head: list[str] | tuple[str, ...], rows: list[list[object]]) -> 
 
 def _table(study: optuna.Study, top: int) -> str:
     """The search's own ranking, one run each; the baseline's row labelled."""
-    trials = ranked(study, top)
+    trials = best_by_value(study, top)
     if not trials:
         return '<p class="note">No complete trial yet.</p>'
     head = ["rank", "trial", METRIC, "best epoch", "epochs run", *PARAMS]
@@ -125,7 +126,7 @@ def _versus_baseline(study: optuna.Study, storage: StudyStorage) -> str:
     """Baseline and best side by side, with their confirmed figures once ``make confirm`` ran."""
     runs = load_confirmations(storage, study.study_name)
     confirmed = {r.source_trial: r for r in runs if r.source_trial is not None}
-    best = next(iter(ranking(study, runs)), None)
+    best = next(iter(confirmed_first(study, runs)), None)
     best_label = "best (confirmed)" if best is not None and best.number in confirmed else SEARCH_BEST
     rows = []
     for label, trial in (("baseline", baseline_trial(study)), (best_label, best)):
@@ -155,7 +156,7 @@ def render(study: optuna.Study, storage: StudyStorage, top: int = 10) -> str:
         sections = [_versus_baseline(study, storage),
                     f"<h2>{SEARCH_RANKING[0].upper()}{SEARCH_RANKING[1:]}</h2>{_table(study, top)}"]
         plots = PLOTS
-    plots = plots if ranked(study, 1) else {}  # the table says there is nothing to plot
+    plots = plots if best_by_value(study, 1) else {}  # the table says there is nothing to plot
     for title, plot in plots.items():
         figure = plot(study)
         body = (

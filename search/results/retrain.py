@@ -19,8 +19,6 @@ from search.base.paths import EXPORTS
 from search.base.stats import describe_gain, describe_spread, gain, rounded, spread
 from search.base.yamlfile import read_yaml
 
-SEED_STREAM = 2  # retraining seeds: (study seed, 0 chosen / 1 baseline, seed index, SEED_STREAM)
-
 if TYPE_CHECKING:
     import numpy as np
     import tensorflow as tf
@@ -128,7 +126,7 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def check_data(export: Export, path: Path, found: dict[str, Any]) -> None:
     """That the training images are those the study searched on, as its export records."""
-    from search.learning.data import describe as described
+    from search.learning.data import describe_data as described
 
     if export.data is None:
         print(f"warning: {path} records no training data (exported before it did, or the study "
@@ -157,7 +155,7 @@ def retrain(
     seed). The chosen config's first run gives ``model.keras``, ``history.json`` and
     ``curves.png``; ``metrics.json`` has every run, mean ± std of both, and the gain.
     """
-    from search.base.seeds import derive_seed
+    from search.base.seeds import RETRAIN_STREAM, derive_seed
     from search.learning.data import fingerprint, load_test, load_train, resolve_data_dir, split
     from search.learning.training import make_dataset
     from search.tuning.artifacts import plot_curves
@@ -187,7 +185,7 @@ def retrain(
         runs = []
         for i in range(seeds):
             fresh = i > 0 or first_seed is None
-            seed = derive_seed(config.seed, role, i, SEED_STREAM) if fresh else first_seed
+            seed = derive_seed(config.seed, role, i, RETRAIN_STREAM) if fresh else first_seed
             label = run_label(name, trial, i, seeds)
             print(f"{label}: training {epochs} epochs on {len(train[0]):,} images (seed {seed})", flush=True)
             model, run = _train(config, point, epochs, seed, data)
@@ -247,7 +245,8 @@ def _accuracies(result: dict[str, Any]) -> str:
     return f"test accuracy {describe_spread(kept)}{left_out}"
 
 
-def describe(metrics: dict[str, Any]) -> str:
+def describe_metrics(metrics: dict[str, Any]) -> str:
+    """What ``retrain`` found, in the lines it prints."""
     trained = f"after {metrics['epochs']} epochs on {metrics['train_images']:,} images"
     if metrics["diverged"]:  # its accuracies are chance, not a result
         tested = f"the kept model {DIVERGED} {trained}"

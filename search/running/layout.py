@@ -1,7 +1,7 @@
 """How many workers a search runs, and how many threads each: from cores, GPUs, memory and trials.
 
 On a CPU, single-thread workers train more images per second in all than one worker with all
-the cores (``bench.layout``: 1.3 to 1.5x on 2 cores), so ``auto`` runs one per core; on GPUs,
+the cores (``bench.layout``: 1.17x on 2 cores, 1.03 to 1.29x over 5 runs), so ``auto`` runs one per core; on GPUs,
 one per GPU. Never more workers than trials, nor than the memory available holds.
 """
 

@@ -12,6 +12,7 @@ import math
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import TextIO
 
 import optuna
@@ -22,7 +23,6 @@ from search.base.config import PARAMS, model_values, trial_label
 from search.base.names import CONFIRMS
 from search.tuning.storage import STORAGE_ERRORS
 
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 STATUS_EVERY = 300.0  # seconds between status lines when the output is not a terminal
 # The text first and the bar in the space left, so that an 80-column terminal shows the text.
 BAR = "{n_fmt}/{total_fmt} trials [{elapsed}<{remaining}{postfix}] {bar}"
@@ -44,7 +44,7 @@ def _value(name: str, value: float | None) -> str:
     return f"{name}={'off' if value == 0 else f'{value:.2e}'}"
 
 
-def describe(trial: FrozenTrial) -> str:
+def describe_trial(trial: FrozenTrial) -> str:
     """``trial 7 COMPLETE l1=off l2=3.40e-04 dropout=0.31 val_accuracy=0.6512 epochs=20 412.3s``,
     then why it failed or why its artifacts are missing, if so."""
     values = model_values(trial)
@@ -87,7 +87,8 @@ def status(trials: list[FrozenTrial], epochs: int, confirming: bool = False) -> 
 
 
 class Monitor:
-    """Polls the study every ``interval`` s and reports this command's trials (``launched``)."""
+    """Polls the study every ``interval`` s and reports this command's trials (``launched``);
+    ``clock`` (seconds) times the status lines."""
 
     def __init__(
         self,
@@ -99,6 +100,7 @@ class Monitor:
         status_every: float = STATUS_EVERY,
         file: TextIO | None = None,
         launch: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ):
         self.study, self.first, self.total, self.epochs = study, first, total, epochs
         self.launch = launch
@@ -106,7 +108,8 @@ class Monitor:
         self.interval, self.status_every = interval, status_every
         self.file = file or sys.stdout
         self.seen: set[int] = set()
-        self.started = self.last_status = time.monotonic()
+        self.clock = clock
+        self.started = self.last_status = clock()
         self.bar = (
             tqdm(total=total, bar_format=BAR, dynamic_ncols=True, file=self.file)
             if self.file.isatty()
@@ -125,7 +128,7 @@ class Monitor:
             print(text, file=self.file, flush=True)
 
     def _status_line(self, now: str) -> str:
-        done, minutes = len(self.seen), (time.monotonic() - self.started) / 60
+        done, minutes = len(self.seen), (self.clock() - self.started) / 60
         line = f"[{time.strftime('%H:%M:%S')}] {done}/{self.total or '?'} trials finished"
         line += f" in {minutes:.1f} min"
         if done and self.total and done < self.total:
@@ -135,16 +138,16 @@ class Monitor:
     def poll(self) -> None:
         trials = [t for t in self.study.get_trials(deepcopy=False) if launched(t, self.launch, self.first)]
         for trial in trials:
-            if trial.number not in self.seen and trial.state in FINISHED:
+            if trial.number not in self.seen and trial.state.is_finished():
                 self.seen.add(trial.number)
-                self._line(describe(trial))
+                self._line(describe_trial(trial))
                 if self.bar is not None:
                     self.bar.update()
         now = status(trials, self.epochs, self.confirming)
         if self.bar is not None:
             self.bar.set_postfix_str(now)
-        elif time.monotonic() - self.last_status >= self.status_every:
-            self.last_status = time.monotonic()
+        elif self.clock() - self.last_status >= self.status_every:
+            self.last_status = self.clock()
             self._line(self._status_line(now))
 
     def _run(self) -> None:

@@ -13,8 +13,6 @@ from search.base.config import StudyConfig
 from search.base.errors import SearchError, StorageUnavailable
 from search.base.names import CONFIRMS
 from search.learning.data import load_split
-from search.results.compare import outcome_lines
-from search.results.notes import save_study_note
 from search.running.layout import available_memory, plan_workers, worker_bytes
 from search.running.progress import Monitor, launched
 from search.running.workers import (
@@ -30,7 +28,9 @@ from search.running.workers import (
     usable_cores,
     visible_gpus,
 )
+from search.tuning.compare import outcome_lines
 from search.tuning.faults import storage_failures
+from search.tuning.notes import save_study_note
 from search.tuning.storage import StudyStorage, check_artifact_folder, open_storage
 from search.tuning.study import prepare_study
 

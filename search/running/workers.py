@@ -208,9 +208,18 @@ def _worker_process(spec: WorkerSpec, budget: Budget) -> None:
 
 
 def visible_gpus() -> list[str]:
-    """GPU ids for ``CUDA_VISIBLE_DEVICES``, found without initialising TensorFlow."""
+    """GPU ids for ``CUDA_VISIBLE_DEVICES``, found without initialising TensorFlow.
+
+    As CUDA reads the variable, the list ends at the first entry that names no device (an index
+    or a ``GPU-``/``MIG-`` UUID): ``-1`` or an empty value hides every GPU.
+    """
     if "CUDA_VISIBLE_DEVICES" in os.environ:
-        return [g for g in os.environ["CUDA_VISIBLE_DEVICES"].split(",") if g.strip()]
+        gpus = []
+        for entry in os.environ["CUDA_VISIBLE_DEVICES"].split(","):
+            if not (entry := entry.strip()).isdigit() and not entry.startswith(("GPU-", "MIG-")):
+                break
+            gpus.append(entry)
+        return gpus
     if shutil.which("nvidia-smi") is None:
         return []
     out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, check=False)

@@ -1,1 +1,2 @@
-"""The Optuna layer: one trial's objective, the study, its storage, faults and trial artifacts."""
+"""The Optuna layer: one trial's objective, the study, its storage, faults, trial artifacts, the
+study against its baseline (``compare``) and the study's note."""

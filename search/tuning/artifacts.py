@@ -12,23 +12,25 @@ from typing import TYPE_CHECKING
 
 import optuna
 from optuna.artifacts import upload_artifact
+from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
-
-if TYPE_CHECKING:
-    from plotly.graph_objects import Figure
-
-STUDY_CURVES_ID = "validation-curves"  # the study's figure in optuna-dashboard, rewritten in place
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-MAX_TICKS = 20
-LOSS_TITLE = "loss: cross-entropy + this trial's L1/L2 penalty"
-
-logger = logging.getLogger(__name__)
 
 from search.base.config import shown_params, trial_label
 from search.base.errors import one_line
 from search.base.files import json_text
 from search.base.stats import DECIMALS
+from search.tuning._optuna_private import stored_graph_object
 from search.tuning.storage import STORAGE_ERRORS, artifact_store
+
+if TYPE_CHECKING:
+    from plotly.graph_objects import Figure
+
+STUDY_CURVES_ID = "validation-curves"  # the study's figure in optuna-dashboard, rewritten in place
+TRAINED = (TrialState.COMPLETE, TrialState.PRUNED)  # trials that have curves to show
+MAX_TICKS = 20
+LOSS_TITLE = "loss: cross-entropy + this trial's L1/L2 penalty"
+
+logger = logging.getLogger(__name__)
 
 
 def plot_curves(history: dict[str, list[float]], path: Path, title: str) -> None:
@@ -93,28 +95,26 @@ def study_curves(trials: list[FrozenTrial]) -> Figure:
     )
 
 
-def save_study_curves(study: optuna.Study, current: int | None = None) -> None:
-    """Store the curves of the study's finished trials (and trial ``current``) for the dashboard.
+def save_study_curves(study: optuna.Study, storage: BaseStorage, current: int | None = None) -> None:
+    """Store the curves of the study's trained trials (and trial ``current``) for the dashboard.
 
     Workers rewrite the one figure as their trials end; its JSON is stored in chunks, so two
     writes at once can interleave: it is checked and written again from fresh trials if so.
     """
     from optuna_dashboard import save_plotly_graph_object
-    from optuna_dashboard._custom_plot_data import get_plotly_graph_objects
 
-    storage, study_id = study._storage, study._study_id
+    study_id = storage.get_study_id_from_name(study.study_name)
     for _ in range(3):
         trials = [
             t
             for t in study.get_trials(deepcopy=False)
-            if t.state in FINISHED or t.number == current
+            if t.state in TRAINED or t.number == current
         ]
         save_plotly_graph_object(study, study_curves(trials), graph_object_id=STUDY_CURVES_ID)
-        stored = get_plotly_graph_objects(storage.get_study_system_attrs(study_id))
         try:
-            json.loads(stored[STUDY_CURVES_ID])
+            json.loads(stored_graph_object(storage, study_id, STUDY_CURVES_ID) or "")
             return
-        except (KeyError, ValueError):
+        except ValueError:
             continue
 
 
@@ -164,9 +164,10 @@ class TrialArtifacts:
         try:
             from optuna_dashboard import save_note
 
-            study_id = trial.study._study_id
-            url = f"/artifacts/{study_id}/{trial._trial_id}/{curves_id}"  # as the note editor
+            study_id = trial.storage.get_study_id_from_name(trial.study.study_name)
+            trial_id = trial.storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+            url = f"/artifacts/{study_id}/{trial_id}/{curves_id}"  # as the note editor
             save_note(trial, trial_note(trial, url))
-            save_study_curves(trial.study, current=trial.number)
+            save_study_curves(trial.study, trial.storage, current=trial.number)
         except Exception as exc:  # noqa: BLE001 - the trial's own result matters more
             logger.warning("trial %d: dashboard curves not saved (%r)", trial.number, exc)

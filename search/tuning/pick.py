@@ -8,15 +8,10 @@ from datetime import datetime
 from optuna.trial import TrialState
 
 from search.base.errors import UsageError
-from search.base.names import CONFIRMS
+from search.base.names import CONFIRMS, shown
 from search.tuning.storage import StudyStorage
 
 SHOWN = 10  # studies listed in an error, at most
-
-
-def shown(name: str) -> str:
-    """A study name for the terminal: as is if plain, else quoted (control characters escaped)."""
-    return name if name.isprintable() and name.strip() == name and " " not in name else repr(name)
 
 
 def last_active(storage: StudyStorage, name: str) -> datetime | None:

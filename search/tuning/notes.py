@@ -7,7 +7,7 @@ import yaml
 
 from search.base.config import StudyConfig
 from search.base.names import CONFIRMS
-from search.results.compare import CONFIRMATION_HEAD, confirmation_rows, confirmations, outcome_lines
+from search.tuning.compare import CONFIRMATION_HEAD, confirmation_rows, confirmations, outcome_lines
 from search.tuning.storage import StudyStorage
 
 

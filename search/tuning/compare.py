@@ -13,7 +13,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from search.base.config import shown_params, trial_label
+from search.base.config import model_values, shown_params, trial_label
 from search.base.errors import UsageError
 from search.base.names import CONFIRMS, companion_name
 from search.base.stats import describe_gain, describe_spread, gain, rounded, spread
@@ -83,6 +83,22 @@ def confirmations(companion: optuna.Study) -> list[Runs]:
     return sorted(runs, key=lambda r: r.mean, reverse=True)
 
 
+def trial_entry(trial: FrozenTrial) -> dict[str, Any]:
+    """What identifies a trial and reproduces it: number, value, best epoch, seed, the values
+    the model used (``params``, 0: off) and the parameters as stored (``sampled``)."""
+    attrs = trial.user_attrs
+    return {
+        "trial": trial.number,
+        "baseline": is_baseline(trial),
+        "value": rounded(trial.value),
+        "best_epoch": attrs.get("best_epoch"),
+        "epochs_run": attrs.get("epochs_run"),
+        "seed": attrs.get("seed"),
+        "params": model_values(trial),
+        "sampled": dict(trial.params),
+    }
+
+
 def load_confirmations(storage: StudyStorage, study_name: str) -> list[Runs]:
     """The confirmations of ``study_name`` (none if it has no companion study)."""
     try:
@@ -91,7 +107,13 @@ def load_confirmations(storage: StudyStorage, study_name: str) -> list[Runs]:
         return []
 
 
-def ranking(study: optuna.Study, runs: list[Runs]) -> list[FrozenTrial]:
+def best_by_value(study: optuna.Study, k: int) -> list[FrozenTrial]:
+    """The ``k`` best complete trials by their search value, best first."""
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return sorted(trials, key=lambda t: t.value, reverse=True)[:k]
+
+
+def confirmed_first(study: optuna.Study, runs: list[Runs]) -> list[FrozenTrial]:
     """Complete trials: the confirmed ones by confirmed mean first, then the others by value."""
     means = {r.source_trial: r.mean for r in runs if r.source_trial is not None}
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
