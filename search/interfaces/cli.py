@@ -12,6 +12,7 @@ import argparse
 import math
 import os
 import sys
+from collections.abc import Callable
 
 from search.base.errors import SearchError, UsageError
 from search.base.names import check_name
@@ -26,22 +27,39 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _integer(text: str, low: int) -> int:
+# Every number has a bound that keeps the program working (a shared counter, a port, a seed),
+# checked up front.
+MAX_TRIALS = 1_000_000
+MAX_WORKERS = 1024
+MAX_SEEDS = 100  # runs of each configuration, for confirm and retrain
+MAX_TOP = 10_000
+MAX_PORT = 65_535
+MAX_LAUNCH_SEED = 2**32 - 1  # what launch_seed draws
+MAX_MINUTES = 525_600.0  # a year
+
+
+def _integer(text: str, low: int, high: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
     if value < low:
         raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+    if value > high:
+        raise argparse.ArgumentTypeError(f"must be at most {high}, got {value}")
     return value
 
 
-def _positive(text: str) -> int:
-    return _integer(text, 1)
+def _bounded(low: int, high: int) -> Callable[[str], int]:
+    """A parser of whole numbers from ``low`` to ``high``."""
+    return lambda text: _integer(text, low, high)
 
 
-def _seed(text: str) -> int:
-    return _integer(text, 0)
+_positive = _bounded(1, MAX_TRIALS)
+_seed = _bounded(0, MAX_LAUNCH_SEED)
+_seeds = _bounded(1, MAX_SEEDS)
+_top = _bounded(1, MAX_TOP)
+_port = _bounded(1, MAX_PORT)
 
 
 def _name(text: str) -> str:
@@ -56,7 +74,7 @@ def _workers(text: str) -> int | None:
     if text.strip().lower() == "auto":
         return None
     try:
-        return _positive(text)
+        return _integer(text, 1, MAX_WORKERS)
     except argparse.ArgumentTypeError as exc:
         raise argparse.ArgumentTypeError(f"{exc} (use auto or a number of workers)") from None
 
@@ -68,6 +86,8 @@ def _minutes(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number of minutes: {text!r}") from None
     if not 0 < value < math.inf:
         raise argparse.ArgumentTypeError(f"must be a positive number of minutes, got {text}")
+    if value > MAX_MINUTES:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_MINUTES:g} minutes (a year), got {text}")
     return value
 
 
@@ -129,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", help=STORAGE_HELP)
     p.add_argument("--artifacts", help="artifact folder (default: the config's storage.artifacts)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=_positive, default=8080, help="port (default 8080)")
+    p.add_argument("--port", type=_port, default=8080, help="port (default 8080)")
     p.add_argument(
         "--allow-writes",
         action="store_true",
@@ -147,14 +167,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("export", help="write the best trial's settings to exports/<study>/")
     _study_args(p, "a study config: names the study (default: none)", PICKED)
-    p.add_argument("--top", type=_positive, default=1,
+    p.add_argument("--top", type=_top, default=1,
                    help="also write the k best to top.yaml when above 1 (default 1)")
 
     p = commands.add_parser("confirm", help="retrain the top trials and the baseline with fresh seeds")
     _study_args(p, "a study config: names the study (default: none)", PICKED)
-    p.add_argument("--top", type=_positive, default=3,
+    p.add_argument("--top", type=_top, default=3,
                    help="best trials to confirm, besides the baseline (default 3)")
-    p.add_argument("--seeds", type=_positive, default=3, help="runs of each, with fresh seeds (default 3)")
+    p.add_argument("--seeds", type=_seeds, default=3, help="runs of each, with fresh seeds (default 3)")
     p.add_argument("--workers", type=_workers, default=None, metavar="auto|N", help=WORKERS_HELP)
     p.add_argument("--runs", type=_positive, help="run at most this many now (default: all missing)")
     p.add_argument("--data-dir", help="local cifar-10-batches-py folder (default: Keras' cache)")
@@ -165,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="local cifar-10-batches-py folder (default: Keras' cache)")
     p.add_argument("--full", action="store_true",
                    help="train on all 50,000 training images (default: the study's training split)")
-    p.add_argument("--seeds", type=_positive, default=1,
+    p.add_argument("--seeds", type=_seeds, default=1,
                    help="trainings of each config, the first with its trial's seed (default 1)")
     p.add_argument("--no-baseline", action="store_true",
                    help="do not train the baseline too (default: train it)")
@@ -173,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("report", help="write reports/<study>.html with the study's plots")
     _study_args(p, "a study config: names the study (default: none)",
                 "the config's study_name with --config, else every study in STORAGE")
-    p.add_argument("--top", type=_positive, default=10, help="top trials to list (default 10)")
+    p.add_argument("--top", type=_top, default=10, help="top trials to list (default 10)")
     for sub in commands.choices.values():
         _verbose(sub)
         _from_environment(sub)

@@ -43,6 +43,8 @@ class Budget:
     def __init__(
         self, trials: int | None, seconds: float | None = None, max_failures: int = MAX_FAILURES_IN_A_ROW
     ):
+        if trials is not None and not 0 <= trials < 2**63:  # the shared counter would wrap
+            raise ValueError(f"trials must be from 0 to {2**63 - 1}, got {trials}")
         self._left = CONTEXT.Value("q", -1 if trials is None else trials)
         self._failures = CONTEXT.Value("q", 0)
         self._expired = CONTEXT.Value("b", 0, lock=False)
