@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from search.base.errors import SearchError, UsageError
+from search.base.errors import SearchError, UsageError, stop_on_signals, stopped
 from search.base.names import check_name
 from search.learning.quiet import set_verbosity
 
@@ -297,12 +297,35 @@ COMMANDS = {
     "report": _report,
 }
 
+# Commands that may write to the storage (the dashboard when --allow-writes).
+WRITERS = {"search", "worker", "confirm", "dashboard"}
 
-def main(argv: list[str] | None = None) -> int:
+
+def _run(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     set_verbosity(args.verbose)  # before anything loads TensorFlow
     try:
         return COMMANDS[args.command](args)
     except SearchError as exc:  # UsageError 2, StorageUnavailable 3, TrialsFailing 4
+        if stopped():  # what a stop turned into on its way out
+            raise
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    finally:
+        if args.command in WRITERS and "search.tuning.storage" in sys.modules:  # storage was used
+            sys.modules["search.tuning.storage"].checkpoint(args.storage)  # the file alone is whole
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; return its exit code (see the module's docstring and the README)."""
+    stop_on_signals()  # Ctrl-C or SIGTERM at any moment: one line, exit code 130
+    try:
+        code = _run(argv)
+    except BaseException:
+        if stopped() is None:
+            raise
+        code = 0
+    if stop := stopped():  # also one that a library caught and went on
+        print(stop, file=sys.stderr)
+        return stop.exit_code
+    return code

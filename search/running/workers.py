@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from search.base.config import StudyConfig
-from search.base.errors import Interrupted, SearchError
+from search.base.errors import STOP_SIGNALS, Interrupted, SearchError
 from search.learning.data import Split, load_split
 from search.running.layout import threads_per_worker
 
@@ -31,7 +31,6 @@ EXIT_INTERRUPTED = 130
 # until a worker uses it): 4 workers start in about the time of one, and share those pages.
 CONTEXT = mp.get_context("forkserver")
 CONTEXT.set_forkserver_preload(["search.running._preload"])
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 MAX_FAILURES_IN_A_ROW = 3  # failed trials, over all the workers of a command, that stop it
 
 
