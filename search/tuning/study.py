@@ -26,6 +26,32 @@ def package_versions() -> dict[str, str]:
     return {name: version(name) for name in PACKAGES}
 
 
+class NoQueuedTrial(Exception):
+    """A command that runs only queued trials (``confirm``) was handed one it had not queued."""
+
+
+def queued_before(trial: optuna.Trial) -> int | None:
+    """An earlier trial queued as this one was (the same user attrs, as the queue gave them) that
+    has not failed: two commands that queued the same runs at once (``confirm``) run each once."""
+    queued = dict(trial.user_attrs)
+    for other in trial.study.get_trials(deepcopy=False):
+        if other.number < trial.number and other.state != optuna.trial.TrialState.FAIL and queued and all(
+            other.user_attrs.get(key) == value for key, value in queued.items()
+        ):
+            return other.number
+    return None
+
+
+class QueuedOnlySampler(optuna.samplers.RandomSampler):
+    """The sampler of a command that runs only queued trials: a queued trial's values are all
+    fixed, so it is never asked for one; if it is, the queue ran empty under the command (another
+    took the last trial first) and nothing is sampled."""
+
+    def sample_independent(self, study, trial, param_name, param_distribution):  # type: ignore[no-untyped-def]
+        raise NoQueuedTrial(f"no queued trial was left for trial {trial.number} (another command took "
+                            "the last); nothing sampled")
+
+
 def make_sampler(sampler: cfg.Sampler, seed: int) -> optuna.samplers.BaseSampler:
     if isinstance(sampler, cfg.RandomSampler):
         return optuna.samplers.RandomSampler(seed=seed)
