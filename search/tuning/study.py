@@ -124,16 +124,35 @@ def _record_definition(
     study.set_user_attr("fingerprint", config.fingerprint())
 
 
-def _stored_fingerprint(study: optuna.Study) -> dict[str, Any]:
+def _empty(study: optuna.Study) -> bool:
+    """No trial but a queued baseline, if that: what a command creating the study leaves when it
+    stops (killed, or its storage failed) before recording the definition."""
+    return study.directions == [StudyDirection.MAXIMIZE] and all(
+        t.state == optuna.trial.TrialState.WAITING and t.user_attrs.get("baseline") is True for t in study.trials
+    )
+
+
+def not_ours(study: optuna.Study, storage: StudyStorage) -> UsageError:
+    """Why a study without a recorded definition cannot be used, and exactly what to do."""
+    name = study.study_name
+    if _empty(study):
+        return UsageError(
+            f"study {name!r} was not created by this tool, or the command creating it stopped before "
+            f"recording its definition; it holds no trials: delete it (`optuna delete-study --storage "
+            f"'{storage.masked}' --study-name '{name}'`) and run again, or use another STUDY name"
+        )
+    return UsageError(
+        f"study {name!r} was not created by this tool (no recorded definition); use another STUDY name"
+    )
+
+
+def _stored_fingerprint(study: optuna.Study, storage: StudyStorage) -> dict[str, Any]:
     """The recorded definition, waiting a little for a creator that races us to finish writing it."""
     deadline = time.monotonic() + DEFINITION_WAIT_SECONDS
     while (stored := study.user_attrs.get("fingerprint")) is None and time.monotonic() < deadline:
         time.sleep(0.2)
     if stored is None or study.directions != [StudyDirection.MAXIMIZE]:  # not multi-objective either
-        raise UsageError(
-            f"study {study.study_name!r} was not created by this tool (no recorded definition); "
-            "use another STUDY name"
-        )
+        raise not_ours(study, storage)
     return stored
 
 
@@ -158,7 +177,7 @@ def prepare_study(
         return study, True
     except optuna.exceptions.DuplicatedStudyError:
         study = storage.load(name)
-    stored, fingerprint = _stored_fingerprint(study), config.fingerprint()
+    stored, fingerprint = _stored_fingerprint(study, storage), config.fingerprint()
     if stored != fingerprint:
         raise UsageError(
             f"study {name!r} was started with another definition; use a new STUDY name or the "
@@ -180,6 +199,6 @@ def stored_config(storage: StudyStorage, study_name: str) -> cfg.StudyConfig:
     study = storage.load(study_name)
     raw = study.user_attrs.get("config")
     if not isinstance(raw, dict) or "fingerprint" not in study.user_attrs:
-        raise UsageError(f"study {study_name!r} was not created by this tool (no recorded config)")
+        raise not_ours(study, storage)
     # a study started before baselines existed had none
     return cfg.parse_config({"baseline": None, **raw, "study_name": study_name}, f"study {study_name!r}")
