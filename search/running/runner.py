@@ -147,4 +147,6 @@ def run_search(
             raise
     if error is not None:
         raise error
+    if stop_requested() and max(codes) == 0:  # the workers stopped before their first trial
+        return EXIT_INTERRUPTED
     return max(codes)
