@@ -4,26 +4,22 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-TRIALS ?= 20
-WORKERS ?= auto
-PORT ?= 8080
-# HOST: not ?=, so that a shell's own HOST variable (tcsh sets one) never moves the dashboard.
-HOST = 127.0.0.1
 # Values reach `python -m search` through the environment (SEARCH_<FLAG>, see its --help), never
 # through a recipe's text: a password in STORAGE is not echoed nor shown by `ps`, and no quote,
 # space or '$' in a value can break or extend a command; each is passed exactly as typed.
-unexport STORAGE STUDY CONFIG DATA_DIR TRIALS WORKERS PORT TOP HOST SEEDS TIMEOUT
-export SEARCH_STORAGE = $(value STORAGE)
-export SEARCH_STUDY = $(value STUDY)
-export SEARCH_CONFIG = $(value CONFIG)
-export SEARCH_DATA_DIR = $(value DATA_DIR)
-export SEARCH_TRIALS = $(value TRIALS)
-export SEARCH_WORKERS = $(value WORKERS)
-export SEARCH_PORT = $(value PORT)
-export SEARCH_TOP = $(value TOP)
+# A variable given to make (`make export STORAGE=...`, or STORAGE in the environment) becomes
+# SEARCH_STORAGE; one not given leaves a SEARCH_STORAGE set in the environment as it is, and
+# the command's own default (--help) applies when neither is set.
+PASSED := STORAGE STUDY CONFIG DATA_DIR TRIALS WORKERS PORT TOP SEEDS TIMEOUT
+$(foreach name,$(PASSED),$(if $(filter-out undefined,$(origin $(name))),\
+  $(eval export SEARCH_$(name) = $$(value $(name)))))
+# HOST only from make's command line: a shell's own HOST variable (tcsh sets one) never moves
+# the dashboard.
+ifeq ($(origin HOST),command line)
 export SEARCH_HOST = $(value HOST)
-export SEARCH_SEEDS = $(value SEEDS)
-export SEARCH_TIMEOUT = $(value TIMEOUT)
+endif
+# (after the test above: unexport defines a variable that was not)
+unexport $(PASSED) HOST
 V = $(if $(filter 1,$(VERBOSE)),--verbose)
 
 .PHONY: setup search worker test dashboard export confirm retrain report bench

@@ -11,7 +11,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    PositiveInt,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -28,6 +27,13 @@ if TYPE_CHECKING:
 
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]  # what NumPy, Keras and scikit-learn accept
 CLASSES = 10
+TRAINING_IMAGES = 50_000
+# Every whole number has a bound that keeps the program working, checked when the file is read.
+Images = Annotated[int, Field(gt=0, le=TRAINING_IMAGES)]
+Epochs = Annotated[int, Field(gt=0, le=10_000)]
+Trials = Annotated[int, Field(ge=0, le=1_000_000)]  # as many as a command may run (--trials)
+Factor = Annotated[int, Field(ge=2, le=100)]
+HOUR, WEEK = 3600, 7 * 24 * 3600
 
 
 class _Strict(BaseModel):
@@ -156,8 +162,8 @@ class Point(_Strict):
 class Data(_Strict):
     """The stratified train/validation split carved from the 50,000 training images."""
 
-    train_size: PositiveInt = 45_000
-    val_size: PositiveInt = 5_000
+    train_size: Images = 45_000
+    val_size: Images = 5_000
     split_seed: Seed = 0
 
     @model_validator(mode="after")
@@ -165,21 +171,21 @@ class Data(_Strict):
         for key, size in (("train_size", self.train_size), ("val_size", self.val_size)):
             if size < CLASSES:  # stratified: one image of each class at least
                 raise ValueError(f"{key} ({size}) must be at least {CLASSES}, one image per class")
-        if self.train_size + self.val_size > 50_000:
+        if self.train_size + self.val_size > TRAINING_IMAGES:
             raise ValueError("train_size + val_size exceeds the 50,000 training images")
         return self
 
 
 class Training(_Strict):
-    epochs: PositiveInt = 20
-    batch_size: PositiveInt = 32
+    epochs: Epochs = 20
+    batch_size: Images = 32
     learning_rate: Annotated[float, Field(gt=0)] = 0.001
     regularize_conv: bool = False
 
 
 class TPE(_Strict):
     name: Literal["tpe"] = "tpe"
-    n_startup_trials: PositiveInt = 10
+    n_startup_trials: Annotated[Trials, Field(gt=0)] = 10
     multivariate: bool = True
     constant_liar: bool = True
 
@@ -190,20 +196,20 @@ class RandomSampler(_Strict):
 
 class MedianPruner(_Strict):
     name: Literal["median"] = "median"
-    n_startup_trials: Annotated[int, Field(ge=0)] = 5
-    n_warmup_steps: Annotated[int, Field(ge=0)] = 3
+    n_startup_trials: Trials = 5
+    n_warmup_steps: Annotated[int, Field(ge=0, le=10_000)] = 3  # epochs
 
 
 class HyperbandPruner(_Strict):
     name: Literal["hyperband"]
-    min_resource: PositiveInt = 1
-    reduction_factor: Annotated[int, Field(ge=2)] = 3
+    min_resource: Epochs = 1
+    reduction_factor: Factor = 3
 
 
 class SuccessiveHalvingPruner(_Strict):
     name: Literal["successive_halving"] = "successive_halving"
-    min_resource: PositiveInt = 1
-    reduction_factor: Annotated[int, Field(ge=2)] = 4
+    min_resource: Epochs = 1
+    reduction_factor: Factor = 4
 
 
 class NoPruner(_Strict):
@@ -218,9 +224,9 @@ Pruner = Annotated[
 
 
 class Storage(_Strict):
-    heartbeat_interval: PositiveInt = 30
-    grace_period: PositiveInt = 90
-    max_retry: Annotated[int, Field(ge=0)] = 2
+    heartbeat_interval: Annotated[int, Field(gt=0, le=HOUR)] = 30  # seconds
+    grace_period: Annotated[int, Field(gt=0, le=WEEK)] = 90  # seconds
+    max_retry: Annotated[int, Field(ge=0, le=100)] = 2
     artifacts: PathText = "storage/artifacts"
 
     @model_validator(mode="after")

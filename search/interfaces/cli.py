@@ -13,8 +13,8 @@ import math
 import os
 import sys
 
-from search.base.arguments import Parser, integer, positive
-from search.base.errors import SearchError, UsageError
+from search.base.arguments import Parser, bounded, integer, positive
+from search.base.errors import SearchError, UsageError, stop_on_signals, stopped
 from search.base.names import check_name
 from search.learning.quiet import set_verbosity, verbose
 
@@ -27,8 +27,19 @@ def plain(text: str) -> str:
     return text.replace("``", "")
 
 
-def _non_negative(text: str) -> int:
-    return integer(text, 0)
+# Every number has a bound that keeps the program working (a shared counter, a port, a seed),
+# checked up front.
+MAX_WORKERS = 1024
+MAX_SEEDS = 100  # runs of each configuration, for confirm and retrain
+MAX_TOP = 10_000
+MAX_PORT = 65_535
+MAX_LAUNCH_SEED = 2**32 - 1  # what launch_seed draws
+MAX_MINUTES = 525_600.0  # a year
+
+_seed = bounded(0, MAX_LAUNCH_SEED)
+_seeds = bounded(1, MAX_SEEDS)
+_top = bounded(1, MAX_TOP)
+_port = bounded(0, MAX_PORT)  # 0: any free port
 
 
 def _name(text: str) -> str:
@@ -43,7 +54,7 @@ def _workers(text: str) -> int | None:
     if text.strip().lower() == "auto":
         return None
     try:
-        return positive(text)
+        return integer(text, 1, MAX_WORKERS)
     except argparse.ArgumentTypeError as exc:
         raise argparse.ArgumentTypeError(f"{exc} (use auto or a number of workers)") from None
 
@@ -55,6 +66,8 @@ def _minutes(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number of minutes: {text!r}") from None
     if not 0 < value < math.inf:
         raise argparse.ArgumentTypeError(f"must be a positive number of minutes, got {text}")
+    if value > MAX_MINUTES:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_MINUTES:g} minutes (a year), got {text}")
     return value
 
 
@@ -91,7 +104,7 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=_minutes, metavar="MINUTES",
                    help="start no trial after this many minutes; running ones finish (default: none)")
     p.add_argument("--data-dir", help="local cifar-10-batches-py folder (default: Keras' cache)")
-    p.add_argument("--launch-seed", type=_non_negative, metavar="N",
+    p.add_argument("--launch-seed", type=_seed, metavar="N",
                    help="sample as the launch with this seed did (default: a fresh seed each run)")
 
 
@@ -116,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", help=STORAGE_HELP)
     p.add_argument("--artifacts", help="artifact folder (default: the config's storage.artifacts)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=_non_negative, default=8080, help="port (default 8080; 0: any free port)")
+    p.add_argument("--port", type=_port, default=8080, help="port (default 8080; 0: any free port)")
     p.add_argument(
         "--allow-writes",
         action="store_true",
@@ -134,14 +147,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("export", help="write the best trial's settings to exports/<study>/")
     _study_args(p, "a study config: names the study (default: none)", PICKED)
-    p.add_argument("--top", type=positive, default=1,
+    p.add_argument("--top", type=_top, default=1,
                    help="also write the k best to top.yaml when above 1 (default 1)")
 
     p = commands.add_parser("confirm", help="retrain the top trials and the baseline with fresh seeds")
     _study_args(p, "a study config: names the study (default: none)", PICKED)
-    p.add_argument("--top", type=positive, default=3,
+    p.add_argument("--top", type=_top, default=3,
                    help="best trials to confirm, besides the baseline (default 3)")
-    p.add_argument("--seeds", type=positive, default=3, help="runs of each, with fresh seeds (default 3)")
+    p.add_argument("--seeds", type=_seeds, default=3, help="runs of each, with fresh seeds (default 3)")
     p.add_argument("--workers", type=_workers, default=None, metavar="auto|N", help=WORKERS_HELP)
     p.add_argument("--runs", type=positive, help="run at most this many now (default: all missing)")
     p.add_argument("--data-dir", help="local cifar-10-batches-py folder (default: Keras' cache)")
@@ -152,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="local cifar-10-batches-py folder (default: Keras' cache)")
     p.add_argument("--full", action="store_true",
                    help="train on all 50,000 training images (default: the study's training split)")
-    p.add_argument("--seeds", type=positive, default=1,
+    p.add_argument("--seeds", type=_seeds, default=1,
                    help="trainings of each config, the first with its trial's seed (default 1)")
     p.add_argument("--no-baseline", action="store_true",
                    help="do not train the baseline too (default: train it)")
@@ -160,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("report", help="write reports/<study>.html with the study's plots")
     _study_args(p, "a study config: names the study (default: none)",
                 "the config's study_name with --config, else every study in STORAGE")
-    p.add_argument("--top", type=positive, default=10, help="top trials to list (default 10)")
+    p.add_argument("--top", type=_top, default=10, help="top trials to list (default 10)")
     for sub in commands.choices.values():
         _verbose(sub)
         _from_environment(sub)
@@ -264,6 +277,9 @@ COMMANDS = {
     "report": _report,
 }
 
+# Commands that may write to the storage (the dashboard when --allow-writes).
+WRITERS = {"search", "worker", "confirm", "dashboard"}
+
 
 def quiet_optuna() -> None:
     """Optuna's INFO lines (``A new study created in RDB ...``) off: the commands say what they
@@ -274,12 +290,32 @@ def quiet_optuna() -> None:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _run(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     set_verbosity(args.verbose)  # before anything loads TensorFlow
     quiet_optuna()
     try:
         return COMMANDS[args.command](args)
     except SearchError as exc:  # UsageError 2, StorageUnavailable 3, TrialsFailing 4
+        if stopped():  # what a stop turned into on its way out
+            raise
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    finally:
+        if args.command in WRITERS and "search.tuning.storage" in sys.modules:  # storage was used
+            sys.modules["search.tuning.storage"].checkpoint(args.storage)  # the file alone is whole
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; return its exit code (see the module's docstring and the README)."""
+    stop_on_signals()  # Ctrl-C or SIGTERM at any moment: one line, exit code 130
+    try:
+        code = _run(argv)
+    except BaseException:
+        if stopped() is None:
+            raise
+        code = 0
+    if stop := stopped():  # also one that a library caught and went on
+        print(stop, file=sys.stderr)
+        return stop.exit_code
+    return code

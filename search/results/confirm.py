@@ -119,7 +119,8 @@ def confirm(
           f"under way, {len(missing)} queued now; running {todo} of the {waiting} waiting", flush=True)
     code = 0
     if todo:
-        code = run_search(companion_cfg, todo, workers, storage_url, companion.study_name, data_dir)
+        code = run_search(companion_cfg, todo, workers, storage_url, companion.study_name, data_dir,
+                          queued_only=True)  # another confirm at once shares the queue
     else:
         print("\n".join(outcome_lines(study, storage)))
     save_study_note(study, config, storage)  # the search's note gets the confirmed figures

@@ -98,12 +98,14 @@ def run_search(
     data_dir: str | None = None,
     timeout: float | None = None,
     replay: int | None = None,
+    queued_only: bool = False,
 ) -> int:
     """Run ``trials`` trials in all over ``workers`` processes (None: auto); return the exit code.
 
     The number is capped at the trials and at what memory holds (``search.running.layout``). With
     ``timeout`` (minutes), no trial starts after that time; the running ones finish.
     ``replay``: the launch seed of an earlier command, to sample as it did (``--launch-seed``).
+    ``queued_only``: run only the queued trials, never sample one; stop when none is left.
     """
     split = load_split(data_dir, config.data)  # bad data stops us before storage is touched
     check_artifact_folder(config.storage.artifacts)  # an artifact lost later is only recorded
@@ -116,7 +118,8 @@ def run_search(
         # this command's trials: from the first one queued (a baseline, confirmation runs) or new
         waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
         first, start = min((t.number for t in waiting), default=len(study.trials)), time.monotonic()
-    spec = WorkerSpec(config, storage_url, study.study_name, data_dir, launch=launch_seed(replay))
+    spec = WorkerSpec(config, storage_url, study.study_name, data_dir, launch=launch_seed(replay),
+                      queued_only=queued_only)
     budget, error = Budget(trials, None if timeout is None else timeout * 60), None
     plan = plan_workers(workers, trials, usable_cores(), len(visible_gpus()), available_memory(),
                         worker_bytes(config.data))
@@ -141,4 +144,6 @@ def run_search(
             raise
     if error is not None:
         raise error
+    if stop_requested() and max(codes) == 0:  # the workers stopped before their first trial
+        return EXIT_INTERRUPTED
     return max(codes)

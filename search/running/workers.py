@@ -19,11 +19,14 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from search.base.config import StudyConfig
-from search.base.errors import Interrupted, SearchError
+from search.base.errors import STOP_SIGNALS, Interrupted, SearchError
 from search.learning.data import Split, load_split
 from search.running.layout import threads_per_worker
 
 if TYPE_CHECKING:
+    import optuna
+
+    from search.tuning.faults import GuardedObjective
     from search.tuning.storage import StudyStorage
 
 EXIT_INTERRUPTED = 130
@@ -31,7 +34,6 @@ EXIT_INTERRUPTED = 130
 # until a worker uses it): 4 workers start in about the time of one, and share those pages.
 CONTEXT = mp.get_context("forkserver")
 CONTEXT.set_forkserver_preload(["search.running._preload"])
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 MAX_FAILURES_IN_A_ROW = 3  # failed trials, over all the workers of a command, that stop it
 
 
@@ -43,6 +45,8 @@ class Budget:
     def __init__(
         self, trials: int | None, seconds: float | None = None, max_failures: int = MAX_FAILURES_IN_A_ROW
     ):
+        if trials is not None and not 0 <= trials < 2**63:  # the shared counter would wrap
+            raise ValueError(f"trials must be from 0 to {2**63 - 1}, got {trials}")
         self._left = CONTEXT.Value("q", -1 if trials is None else trials)
         self._failures = CONTEXT.Value("q", 0)
         self._expired = CONTEXT.Value("b", 0, lock=False)
@@ -123,6 +127,7 @@ class WorkerSpec:
     index: int = 0
     gpu: str | None = None
     threads: int | None = None
+    queued_only: bool = False  # run only queued trials, stop when none is left (confirm)
 
     @property
     def device(self) -> str:
@@ -157,7 +162,7 @@ def run_worker(
     from search.tuning.faults import GuardedObjective, storage_failures, told_briefly
     from search.tuning.objective import Objective
     from search.tuning.storage import open_storage
-    from search.tuning.study import make_pruner, make_sampler
+    from search.tuning.study import QueuedOnlySampler, make_pruner, make_sampler
 
     if spec.threads:
         tf.config.threading.set_intra_op_parallelism_threads(spec.threads)
@@ -171,7 +176,7 @@ def run_worker(
     told_briefly(storage)
     study = storage.load(spec.study_name)
     sampler_seed = derive_seed(config.seed, spec.launch, spec.index)  # distinct for every worker
-    study.sampler = make_sampler(config.sampler, sampler_seed)
+    study.sampler = QueuedOnlySampler() if spec.queued_only else make_sampler(config.sampler, sampler_seed)
     study.pruner = make_pruner(config.pruner, config.training.epochs)
     objective = GuardedObjective(
         Objective(config, split, on_trial_end=TrialArtifacts(config.storage.artifacts),
@@ -179,6 +184,7 @@ def run_worker(
         {"launch": spec.launch, "worker": spec.index, "sampler_seed": sampler_seed,
          "host": socket.gethostname(), "pid": os.getpid(), "device": spec.device},
         budget.record,
+        queued_only=spec.queued_only,
     )
     # TensorFlow, Keras and the data are here for good: exempt them from the collections that
     # every trial runs (clear_session, gc_after_trial), which then take ms, not 0.2 s.
@@ -186,12 +192,20 @@ def run_worker(
     gc.freeze()
     try:
         with storage_failures(storage):
-            while not stop_requested() and budget.take():
+            while not stop_requested() and not (spec.queued_only and _queue_empty(study, objective)):
+                if not budget.take():
+                    break
                 objective.run_one(study)
                 objective.check(budget.max_failures)
     except Interrupted:
         pass
     return EXIT_INTERRUPTED if stop_requested() else 0
+
+
+def _queue_empty(study: optuna.Study, objective: GuardedObjective) -> bool:
+    from optuna.trial import TrialState
+
+    return objective.queue_empty or not study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
 
 
 def _worker_process(spec: WorkerSpec, budget: Budget) -> None:

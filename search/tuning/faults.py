@@ -14,6 +14,7 @@ import optuna
 
 from search.base.errors import Interrupted, StorageUnavailable, TrialsFailing, one_line
 from search.tuning.storage import STORAGE_ERRORS, StudyStorage
+from search.tuning.study import NoQueuedTrial, queued_before
 
 # The first line of the driver's error (lower case) -> what it means, for the one-line message.
 _STORAGE_FAULTS = (
@@ -55,6 +56,10 @@ class TrialTakenOver(Exception):
     grace period, and its retry runs elsewhere); the worker leaves it as it is and goes on."""
 
 
+class QueuedTwice(NoQueuedTrial):
+    """A queued trial that an earlier one duplicates (``queued_before``): left FAIL, untrained."""
+
+
 class GuardedObjective:
     """The objective as a worker runs it.
 
@@ -69,14 +74,19 @@ class GuardedObjective:
         objective: Callable[[optuna.Trial], float],
         attrs: dict[str, Any],
         record: Callable[[bool], int],
+        queued_only: bool = False,
     ) -> None:
         self.objective, self.attrs, self.record = objective, attrs, record
+        self.queued_only = queued_only
         self.failures_in_a_row = 0
         self.last_failure = ""
         self.taken_over: str | None = None
+        self.queue_empty = False
 
     def __call__(self, trial: optuna.Trial) -> float:
         try:
+            if self.queued_only and (first := queued_before(trial)) is not None:
+                raise QueuedTwice(f"queued twice (two commands at once): trial {first} is this run; not run")
             for key, value in self.attrs.items():
                 trial.set_user_attr(key, value)
             value = self.objective(trial)
@@ -89,6 +99,10 @@ class GuardedObjective:
             self.taken_over = (f"trial {trial.number} was failed as stale by another worker while this one "
                                "stalled past the grace period; left as it is, going on")
             raise TrialTakenOver(self.taken_over) from exc
+        except NoQueuedTrial as exc:  # not a failure of training: nothing was trained
+            trial.set_user_attr("fail_reason", str(exc))
+            self.queue_empty = not isinstance(exc, QueuedTwice)  # then the worker stops
+            raise TrialFailed(str(exc)) from exc
         except Exception as exc:
             reason = one_line(exc)
             trial.set_user_attr("fail_reason", reason)
@@ -121,7 +135,9 @@ def _traceback_told(record: logging.LogRecord) -> bool:
     """Optuna's "trial failed" warning with the traceback of what failed the trial; none where
     that is told in one line anyway (a requested stop, a failing storage)."""
     error = record.exc_info[1] if record.exc_info else None
-    if isinstance(error, (Interrupted, TrialTakenOver, *STORAGE_ERRORS)):
+    if isinstance(error, (Interrupted, TrialTakenOver, *STORAGE_ERRORS)) or isinstance(
+        getattr(error, "__cause__", None), NoQueuedTrial
+    ):
         record.exc_info = None
     elif isinstance(error, TrialFailed) and error.__cause__ is not None:
         record.exc_info = (type(error.__cause__), error.__cause__, error.__cause__.__traceback__)

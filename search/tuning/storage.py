@@ -3,13 +3,16 @@ and the artifact store beside it."""
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import time
 import warnings
+from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 from urllib.parse import quote, quote_plus, unquote
 
 import optuna
@@ -24,6 +27,7 @@ from search.base.files import folder_in, write_bytes
 
 DEFAULT_URL = "sqlite:///storage/optuna.db"
 RECONNECT_SECONDS = 60.0
+CHECKPOINT_WAIT_SECONDS = 5.0  # for another command's write to end before the log is emptied
 # What a failing storage raises: the driver's error, Optuna's wrapping of it, or our own.
 STORAGE_ERRORS = (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError, StorageUnavailable)
 # A bare dialect means SQLAlchemy's default driver (psycopg2, mysqlclient), which we don't ship.
@@ -168,14 +172,68 @@ def _sqlite_connect(dbapi_connection: object, record: object) -> None:
     dbapi_connection.isolation_level = None  # type: ignore[attr-defined]
 
 
+# Set while one of Optuna's storage reads runs (``_defer_reads``): its transaction takes no lock.
+_reading: ContextVar[bool] = ContextVar("sqlite_reading", default=False)
+
+
 def _begin(connection: sqlalchemy.Connection) -> None:
-    """Every transaction takes the write lock first (waiting up to the busy timeout for it).
+    """A read sees the last committed state at once (a WAL snapshot); every other transaction
+    takes the write lock first (waiting up to the busy timeout for it).
 
     Python's sqlite3 starts a transaction only at the first write, so a read-then-write, such as
     Optuna taking a queued trial (WAITING -> RUNNING), read a snapshot that another worker could
-    change before the write: two workers then ran the same queued trial.
+    change before the write: two workers then ran the same queued trial. Taking the lock before
+    the read makes the check and the change one step.
     """
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    connection.exec_driver_sql("BEGIN" if _reading.get() else "BEGIN IMMEDIATE")
+
+
+def _read_only_call(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        token = _reading.set(True)
+        try:
+            return method(*args, **kwargs)
+        finally:
+            _reading.reset(token)
+
+    return call
+
+
+# Optuna's storage reads besides its public ``get_*`` methods: what its cache in front of
+# ``RDBStorage`` calls (``optuna.storages._CachedStorage``). None of them writes.
+_PRIVATE_READS = ("_get_trials", "_get_best_trial_id", "_get_stale_trial_ids")
+
+
+def _defer_reads(rdb: optuna.storages.RDBStorage) -> None:
+    """Optuna's storage reads run without the write lock, so that ``export``, ``report``, the
+    dashboard and a worker's progress never wait for another command's write."""
+    for name in dir(optuna.storages.RDBStorage):
+        if name.startswith("get_") or name in _PRIVATE_READS:
+            setattr(rdb, name, _read_only_call(getattr(rdb, name)))
+
+
+def checkpoint(url: str | None) -> None:
+    """Move what was written from SQLite's write-ahead log (``<file>-wal``) into the database file
+    and empty the log, so that the file alone is the whole database. Called when a command that
+    writes ends; a log that another command is still using is left for that one (no error)."""
+    try:
+        parsed = _parse(url or DEFAULT_URL)
+    except UsageError:
+        return
+    if parsed.get_backend_name() != "sqlite" or not Path(f"{parsed.database}-wal").is_file():
+        return  # nothing in a log to move
+    engine = sqlalchemy.create_engine(parsed, connect_args={"timeout": CHECKPOINT_WAIT_SECONDS})
+    try:
+        connection = engine.raw_connection()
+        try:
+            connection.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            connection.close()
+    except sqlalchemy.exc.SQLAlchemyError:
+        pass  # locked or read-only: the log stays, the data is safe in it
+    finally:
+        engine.dispose()
 
 
 def _retry_connects(engine: sqlalchemy.Engine, url: str) -> None:
@@ -272,6 +330,7 @@ def open_storage(
     if parsed.get_backend_name() == "sqlite":
         event.listen(rdb.engine, "connect", _sqlite_connect)
         event.listen(rdb.engine, "begin", _begin)
+        _defer_reads(rdb)
         rdb.engine.dispose()  # so that every pooled connection is opened this way
     _retry_connects(rdb.engine, url)
     return StudyStorage(url, rdb, read_only)

@@ -26,6 +26,32 @@ def package_versions() -> dict[str, str]:
     return {name: version(name) for name in PACKAGES}
 
 
+class NoQueuedTrial(Exception):
+    """A command that runs only queued trials (``confirm``) was handed one it had not queued."""
+
+
+def queued_before(trial: optuna.Trial) -> int | None:
+    """An earlier trial queued as this one was (the same user attrs, as the queue gave them) that
+    has not failed: two commands that queued the same runs at once (``confirm``) run each once."""
+    queued = dict(trial.user_attrs)
+    for other in trial.study.get_trials(deepcopy=False):
+        if other.number < trial.number and other.state != optuna.trial.TrialState.FAIL and queued and all(
+            other.user_attrs.get(key) == value for key, value in queued.items()
+        ):
+            return other.number
+    return None
+
+
+class QueuedOnlySampler(optuna.samplers.RandomSampler):
+    """The sampler of a command that runs only queued trials: a queued trial's values are all
+    fixed, so it is never asked for one; if it is, the queue ran empty under the command (another
+    took the last trial first) and nothing is sampled."""
+
+    def sample_independent(self, study, trial, param_name, param_distribution):  # type: ignore[no-untyped-def]
+        raise NoQueuedTrial(f"no queued trial was left for trial {trial.number} (another command took "
+                            "the last); nothing sampled")
+
+
 def make_sampler(sampler: cfg.Sampler, seed: int) -> optuna.samplers.BaseSampler:
     if isinstance(sampler, cfg.RandomSampler):
         return optuna.samplers.RandomSampler(seed=seed)
@@ -101,16 +127,35 @@ def _record_definition(
     study.set_user_attr("fingerprint", config.fingerprint())
 
 
-def _stored_fingerprint(study: optuna.Study) -> dict[str, Any]:
+def _empty(study: optuna.Study) -> bool:
+    """No trial but a queued baseline, if that: what a command creating the study leaves when it
+    stops (killed, or its storage failed) before recording the definition."""
+    return study.directions == [StudyDirection.MAXIMIZE] and all(
+        t.state == optuna.trial.TrialState.WAITING and t.user_attrs.get("baseline") is True for t in study.trials
+    )
+
+
+def not_ours(study: optuna.Study, storage: StudyStorage) -> UsageError:
+    """Why a study without a recorded definition cannot be used, and exactly what to do."""
+    name = study.study_name
+    if _empty(study):
+        return UsageError(
+            f"study {name!r} was not created by this tool, or the command creating it stopped before "
+            f"recording its definition; it holds no trials: delete it (`optuna delete-study --storage "
+            f"'{storage.masked}' --study-name '{name}'`) and run again, or use another STUDY name"
+        )
+    return UsageError(
+        f"study {name!r} was not created by this tool (no recorded definition); use another STUDY name"
+    )
+
+
+def _stored_fingerprint(study: optuna.Study, storage: StudyStorage) -> dict[str, Any]:
     """The recorded definition, waiting a little for a creator that races us to finish writing it."""
     deadline = time.monotonic() + DEFINITION_WAIT_SECONDS
     while (stored := study.user_attrs.get("fingerprint")) is None and time.monotonic() < deadline:
         time.sleep(0.2)
     if stored is None or study.directions != [StudyDirection.MAXIMIZE]:  # not multi-objective either
-        raise UsageError(
-            f"study {study.study_name!r} was not created by this tool (no recorded definition); "
-            "use another STUDY name"
-        )
+        raise not_ours(study, storage)
     return stored
 
 
@@ -135,7 +180,7 @@ def prepare_study(
         return study, True
     except optuna.exceptions.DuplicatedStudyError:
         study = storage.load(name)
-    stored, fingerprint = _stored_fingerprint(study), config.fingerprint()
+    stored, fingerprint = _stored_fingerprint(study, storage), config.fingerprint()
     if stored != fingerprint:
         raise UsageError(
             f"study {name!r} was started with another definition; use a new STUDY name or the "
@@ -157,6 +202,6 @@ def stored_config(storage: StudyStorage, study_name: str) -> cfg.StudyConfig:
     study = storage.load(study_name)
     raw = study.user_attrs.get("config")
     if not isinstance(raw, dict) or "fingerprint" not in study.user_attrs:
-        raise UsageError(f"study {study_name!r} was not created by this tool (no recorded config)")
+        raise not_ours(study, storage)
     # a study started before baselines existed had none
     return cfg.parse_config({"baseline": None, **raw, "study_name": study_name}, f"study {study_name!r}")
