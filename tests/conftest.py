@@ -13,7 +13,9 @@ from search.base.config import StudyConfig, parse_config
 from search.testing import (
     MYSQL_ADMIN,
     POSTGRES_ADMIN,
+    PoolerUnavailable,
     make_cifar_folder,
+    pgbouncer,
     server_database,
     tiny_raw,
 )
@@ -72,3 +74,18 @@ def postgres_url():
 @pytest.fixture
 def mysql_url():
     yield from _server_database(MYSQL_ADMIN)
+
+
+@pytest.fixture
+def pgbouncer_url(postgres_url):
+    """A fresh PostgreSQL database behind a real PgBouncer (transaction pooling); skip (or fail in
+    CI) without PgBouncer."""
+    try:
+        with pgbouncer(postgres_url) as url:
+            yield url
+            return
+    except PoolerUnavailable as exc:
+        message = str(exc)
+    if REQUIRE_SERVICES:
+        pytest.fail(message)
+    pytest.skip(message)
