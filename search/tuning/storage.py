@@ -7,6 +7,8 @@ import os
 import re
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, quote_plus, unquote
@@ -34,7 +36,13 @@ STATEMENT_SECONDS = 30
 MYSQL_LOCK_WAIT_SECONDS = 20
 # Connections per process: one kept open, a second for the moment two threads (a trial and its
 # heartbeat, a command and its progress line) use the storage at once.
-POOL_SIZE, POOL_OVERFLOW = 1, 1
+POOL_SIZE, POOL_OVERFLOW = 1, 2
+# Server connections a worker process holds at most (its trial and its heartbeat), and the most a
+# command holds itself besides its workers (its storage, its progress line, the one worker it
+# runs in its own process), as measured (docs/fleet.md).
+WORKER_CONNECTIONS = 2
+COMMAND_CONNECTIONS = 3
+POOLER_DOCS = "docs/fleet.md"
 # What a failing storage raises: the driver's error, Optuna's wrapping of it, or our own.
 STORAGE_ERRORS = (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError, StorageUnavailable)
 # A bare dialect means SQLAlchemy's default driver (psycopg2, mysqlclient), which we don't ship.
@@ -315,3 +323,87 @@ def open_storage(
         event.listen(rdb.engine, "begin", _statement_timeout)
     _retry_connects(rdb.engine, url)
     return StudyStorage(url, rdb, read_only)
+
+
+def _pgbouncer_settings(parsed: URL) -> dict[str, str] | None:
+    """PgBouncer's settings (``SHOW CONFIG``, and ``clients`` in use) if ``parsed`` points at a
+    PgBouncer whose console lets this user read them, ``{}`` if it points at one that does not,
+    and None if it points at PostgreSQL itself."""
+    dialect = sqlalchemy.create_engine(parsed).dialect  # psycopg, no connection made
+    cargs, cparams = dialect.create_connect_args(parsed.set(database="pgbouncer"))
+    try:
+        connection = dialect.loaded_dbapi.connect(
+            *cargs, **{**cparams, "connect_timeout": CONNECT_SECONDS, "prepare_threshold": None,
+                       "autocommit": True})
+    except dialect.loaded_dbapi.OperationalError as exc:
+        return {} if "not allowed" in str(exc) else None  # PostgreSQL: no database "pgbouncer"
+    with connection:
+        try:
+            settings = {row[0]: str(row[1]) for row in connection.execute("SHOW CONFIG").fetchall()}
+            lists = {row[0]: str(row[1]) for row in connection.execute("SHOW LISTS").fetchall()}
+        except dialect.loaded_dbapi.Error:
+            return {}
+    return {**settings, "clients": lists.get("used_clients", "0")}
+
+
+def _server_room(connection: sqlalchemy.Connection, backend: str) -> tuple[int, str]:
+    """Connections the server takes still, and how that was read (for the message)."""
+    if backend == "postgresql":
+        limit, reserved, in_use, superuser = connection.exec_driver_sql(
+            "SELECT current_setting('max_connections')::int,"
+            " current_setting('superuser_reserved_connections')::int"
+            " + coalesce(current_setting('reserved_connections', true), '0')::int,"
+            " (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'),"
+            " (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)"
+        ).one()
+        reserved = 0 if superuser else reserved
+        return limit - reserved - in_use, (
+            f"PostgreSQL's max_connections {limit}, {reserved} reserved, {in_use} in use")
+    limit = connection.exec_driver_sql("SELECT @@max_connections").scalar_one()
+    in_use = int(connection.exec_driver_sql("SHOW GLOBAL STATUS LIKE 'Threads_connected'").one()[1])
+    return limit - in_use, f"MySQL's max_connections {limit}, {in_use} in use"
+
+
+def check_connection_room(storage: StudyStorage, workers: int) -> None:
+    """Before any worker starts: one line (exit 2) if ``workers`` worker processes would not fit
+    in the connections that the server (or the PgBouncer in front of it) takes still.
+
+    Through PgBouncer the server's limit is not the workers' limit: workers are PgBouncer's
+    clients (``max_client_conn``), and it lends them at most its pool of server connections, one
+    per transaction. So the check is on PgBouncer's clients, where its console lets this user read
+    them (``admin_users`` or ``stats_users``), and none otherwise. It is a check, not a
+    reservation: commands starting at the same moment each see the room before the others' take it.
+    """
+    parsed = make_url(storage.url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite" or workers <= 1:  # one worker runs in the command, already connected
+        return
+    needed = workers * WORKER_CONNECTIONS
+    with storage_reason(storage):
+        pooler = _pgbouncer_settings(_parse(storage.url)) if backend == "postgresql" else None
+        if pooler is None:
+            with storage.rdb.engine.connect() as connection:
+                room, told = _server_room(connection, backend)
+            remedy = ("run fewer WORKERS, or put PgBouncer in transaction pooling in front of it"
+                      if backend == "postgresql" else "run fewer WORKERS, or raise max_connections")
+            remedy += f" ({POOLER_DOCS})"
+        elif "max_client_conn" in pooler:
+            limit, in_use = int(pooler["max_client_conn"]), int(pooler["clients"])
+            room, told = limit - in_use, f"PgBouncer's max_client_conn {limit}, {in_use} clients in use"
+            remedy = f"run fewer WORKERS, or raise PgBouncer's max_client_conn ({POOLER_DOCS})"
+        else:
+            return
+    if needed > room:
+        raise UsageError(
+            f"STORAGE {storage.masked}: {workers} workers need up to {needed} connections, "
+            f"{max(room, 0)} are free ({told}); {remedy}"
+        )
+
+
+@contextmanager
+def storage_reason(storage: StudyStorage) -> Iterator[None]:
+    """A database error inside is one line (exit 2): the command has not started yet."""
+    try:
+        yield
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        raise UsageError(f"STORAGE {storage.masked}: cannot read its connection limit ({storage.reason(exc)})") from None
