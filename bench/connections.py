@@ -22,7 +22,8 @@ from search.testing import POSTGRES_ADMIN, REPO, make_cifar_folder, pgbouncer, s
 
 def held(url: str, database: str, command: list[str]) -> tuple[int, int]:
     """The most and the median server connections to ``database`` while ``command`` ran."""
-    admin = sqlalchemy.create_engine(POSTGRES_ADMIN, poolclass=sqlalchemy.NullPool)
+    admin = sqlalchemy.create_engine(POSTGRES_ADMIN, poolclass=sqlalchemy.NullPool,
+                                     isolation_level="AUTOCOMMIT")  # a fresh pg_stat_activity each time
     query = sqlalchemy.text("SELECT count(*) FROM pg_stat_activity WHERE datname = :d")
     process = subprocess.Popen([sys.executable, "-m", "search", *command, "--storage", url], cwd=REPO,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
