@@ -8,7 +8,6 @@ at a point the worker reaches and waits at, so nothing depends on how fast a tri
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -22,12 +21,12 @@ import yaml
 
 from search.base.errors import UsageError
 from search.interfaces.cli import main  # noqa: F401  (run_cli's processes call it)
-from tests.test_faults import played_fit  # noqa: F401
-from search.tuning import objective as objective_module  # noqa: F401
 from search.testing import REPO, pgbouncer, tiny_raw
+from search.tuning import objective as objective_module
 from search.tuning import storage as storage_module
 from search.tuning.storage import check_connection_room, open_storage
 from search.tuning.total import TOTAL_MAX, TrialCap, counted
+from tests.test_faults import played_fit
 
 
 def test_pgbouncer_pools_transactions_in_front_of_postgres(postgres_url: str) -> None:
@@ -89,7 +88,7 @@ def test_every_mysql_connection_has_lock_and_read_timeouts(mysql_url: str) -> No
 
 def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "search", *args], capture_output=True, text=True, cwd=REPO,
-                          timeout=300, env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
+                          timeout=300, check=False, env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
 
 
 def test_a_mysql_url_on_another_protocols_port_fails_in_one_line(postgres_url: str) -> None:
@@ -100,8 +99,8 @@ def test_a_mysql_url_on_another_protocols_port_fails_in_one_line(postgres_url: s
     assert time.monotonic() - start < storage_module.CONNECT_SECONDS + 25  # not PostgreSQL's 60 s
     assert result.returncode == 2, result.stderr
     assert result.stderr.splitlines() == [
-        f"error: STORAGE {url}: no MySQL server answered at {server.host}:{server.port} within "
-        f"{storage_module.CONNECT_SECONDS}s (another protocol's port?)"]
+        (f"error: STORAGE {url}: no MySQL server answered at {server.host}:{server.port} within "
+         f"{storage_module.CONNECT_SECONDS}s (another protocol's port?)")]
 
 
 @pytest.mark.parametrize("backend", ["postgres_url", "mysql_url"])
@@ -134,7 +133,8 @@ def test_a_command_whose_workers_would_not_fit_writes_nothing(postgres_url: str,
     result = subprocess.run(
         [sys.executable, "-c", code, "search", "--config", str(tmp_path / "study.yaml"), "--storage", postgres_url,
          "--data-dir", str(cifar_dir), "--trials", "2", "--workers", "2"],
-        capture_output=True, text=True, cwd=REPO, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
+        capture_output=True, text=True, cwd=REPO, timeout=300, check=False,
+        env={**os.environ, "PYTHONPATH": str(REPO)})
     assert result.returncode == 2, result.stderr
     (line,) = [line for line in result.stderr.splitlines() if line.strip()]
     assert line.startswith("error: STORAGE") and "2 workers need up to 20000 connections" in line
@@ -292,7 +292,7 @@ def small_disk(tmp_path: Path):
     disk = tmp_path / "disk"
     disk.mkdir()
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(disk)],
-                             capture_output=True, text=True)
+                             capture_output=True, text=True, check=False)
     if mounted.returncode != 0:
         message = f"cannot mount a small filesystem: {mounted.stderr.strip()}"
         if os.environ.get("REQUIRE_SERVICES") == "1":
@@ -317,7 +317,7 @@ def fill(disk: Path) -> None:
 @pytest.mark.parametrize("point", POINTS)
 def test_a_full_disk_while_a_trial_is_recorded(point, small_disk, tmp_path, cifar_dir, monkeypatch):
     url = f"sqlite:///{small_disk / 'optuna.db'}"
-    line, took = faulted_run(url, point, tmp_path, cifar_dir, lambda: fill(small_disk))
+    line, _ = faulted_run(url, point, tmp_path, cifar_dir, lambda: fill(small_disk))
     assert line == f"error: STORAGE {url}: disk full, stopping (database or disk is full)"
     (small_disk / "filler").unlink()  # the disk has room again
     assert_recorded_values_stay(later_command_retries(url, tmp_path, cifar_dir, monkeypatch), point)
@@ -389,8 +389,8 @@ def other_host():
         ip("-n", namespace, "link", "set", "lo", "up")
         yield namespace, host_ip, link
     finally:
-        subprocess.run(["ip", "link", "del", link], capture_output=True)
-        subprocess.run(["ip", "netns", "del", namespace], capture_output=True)
+        subprocess.run(["ip", "link", "del", link], capture_output=True, check=False)
+        subprocess.run(["ip", "netns", "del", namespace], capture_output=True, check=False)
 
 
 @pytest.mark.parametrize("cut_seconds", [None, 8])
