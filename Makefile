@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 # A variable given to make (`make export STORAGE=...`, or STORAGE in the environment) becomes
 # SEARCH_STORAGE; one not given leaves a SEARCH_STORAGE set in the environment as it is, and
 # the command's own default (--help) applies when neither is set.
-PASSED := STORAGE STUDY CONFIG DATA_DIR TRIALS WORKERS PORT TOP SEEDS TIMEOUT
+PASSED := STORAGE STUDY CONFIG DATA_DIR TRIALS TOTAL WORKERS PORT TOP SEEDS TIMEOUT
 $(foreach name,$(PASSED),$(if $(filter-out undefined,$(origin $(name))),\
   $(eval export SEARCH_$(name) = $$(value $(name)))))
 # HOST only from make's command line: a shell's own HOST variable (tcsh sets one) never moves

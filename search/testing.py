@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -174,3 +177,99 @@ def add_trials(study: Any, config: Any, values: list[float | None]) -> None:
         for step, intermediate in curve.items():
             trial.report(intermediate, step)
         study.tell(trial, value, state=state)
+
+
+PGBOUNCER = os.environ.get("SEARCH_TEST_PGBOUNCER", "/usr/sbin/pgbouncer")
+PGBOUNCER_START_SECONDS = 15.0
+
+
+class PoolerUnavailable(RuntimeError):
+    """PgBouncer is not installed here, or would not start (its log's last line says why)."""
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _pgbouncer_ini(server: sqlalchemy.engine.URL, folder: Path, listen: str, port: int, pool_size: int) -> str:
+    users = folder / "users.txt"
+    users.write_text(f'"{server.username or "postgres"}" ""\n')
+    return "\n".join([
+        "[databases]",
+        # Every database name goes to the same name on the server (throwaway databases included).
+        f"* = host={server.host or '127.0.0.1'} port={server.port or 5432}",
+        "[pgbouncer]",
+        f"listen_addr = {listen}",
+        f"listen_port = {port}",
+        "unix_socket_dir =",
+        "auth_type = trust",
+        f"admin_users = {server.username or 'postgres'}",  # its console: SHOW POOLS, SHOW CONFIG
+        f"auth_file = {users}",
+        "pool_mode = transaction",
+        f"default_pool_size = {pool_size}",
+        "max_client_conn = 1000",
+        f"logfile = {folder / 'pgbouncer.log'}",
+        f"pidfile = {folder / 'pgbouncer.pid'}",
+        "",
+    ])
+
+
+def _start_pgbouncer(ini: Path, log: Path, port: int, listen: str) -> subprocess.Popen | None:
+    """PgBouncer on ``ini``, once it listens; None if its port was taken meanwhile (try another)."""
+    # PgBouncer refuses to run as root; -u drops to an unprivileged user (CI runs as root).
+    user = ["-u", "nobody"] if os.geteuid() == 0 else []
+    process = subprocess.Popen([PGBOUNCER, *user, str(ini)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.STDOUT)
+    ready = f"listening on {listen}:{port}"
+    deadline = time.monotonic() + PGBOUNCER_START_SECONDS
+    while time.monotonic() < deadline:
+        text = log.read_text() if log.exists() else ""
+        if ready in text:
+            return process
+        if process.poll() is not None:
+            if "Address already in use" in text:
+                return None
+            last = (text.strip().splitlines() or ["no log"])[-1]
+            raise PoolerUnavailable(f"PgBouncer exited with {process.returncode}: {last}")
+        time.sleep(0.05)
+    process.kill()
+    process.wait()
+    raise PoolerUnavailable(f"PgBouncer did not listen within {PGBOUNCER_START_SECONDS:.0f}s")
+
+
+@contextmanager
+def pgbouncer(database_url: str, *, listen: str = "127.0.0.1", pool_size: int = 20) -> Iterator[str]:
+    """A real PgBouncer in transaction pooling mode in front of ``database_url``'s PostgreSQL
+    (trust authentication, its own folder, a free port on ``listen``); yields ``database_url``
+    pointed at it, and stops it (by its PID) afterwards.
+
+    Raises ``PoolerUnavailable`` if PgBouncer is not installed or does not start.
+    """
+    if not os.access(PGBOUNCER, os.X_OK):
+        raise PoolerUnavailable(f"PgBouncer is not installed at {PGBOUNCER} (Debian package pgbouncer)")
+    server = sqlalchemy.make_url(database_url)
+    folder = Path(tempfile.mkdtemp(prefix="pgbouncer-"))
+    os.chmod(folder, 0o777)  # PgBouncer, run as nobody, writes its log and pidfile here
+    process = None
+    try:
+        for _ in range(20):  # a port found free may be taken before PgBouncer binds it: try another
+            port = _free_port(listen)
+            ini = folder / "pgbouncer.ini"
+            ini.write_text(_pgbouncer_ini(server, folder, listen, port, pool_size))
+            (folder / "pgbouncer.log").unlink(missing_ok=True)
+            if (process := _start_pgbouncer(ini, folder / "pgbouncer.log", port, listen)) is not None:
+                break
+        else:
+            raise PoolerUnavailable(f"no free port for PgBouncer on {listen}")
+        yield server.set(host=listen, port=port).render_as_string(hide_password=False)
+    finally:
+        if process is not None:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        shutil.rmtree(folder, ignore_errors=True)

@@ -23,7 +23,9 @@ from search.testing import (
     POSTGRES_ADMIN,
     REPO,
     REQUIRE_SERVICES,
+    PoolerUnavailable,
     make_cifar_folder,
+    pgbouncer,
     server_database,
     tiny_raw,
 )
@@ -160,3 +162,18 @@ def start_dashboard(tmp_path):
     for server in servers:
         server.terminate()
         server.wait(timeout=10)
+
+
+@pytest.fixture
+def pgbouncer_url(postgres_url):
+    """A fresh PostgreSQL database behind a real PgBouncer (transaction pooling); skip (or fail in
+    CI) without PgBouncer."""
+    try:
+        with pgbouncer(postgres_url) as url:
+            yield url
+            return
+    except PoolerUnavailable as exc:
+        message = str(exc)
+    if REQUIRE_SERVICES:
+        pytest.fail(message)
+    pytest.skip(message)

@@ -31,8 +31,9 @@ from search.running.workers import (
 from search.tuning.compare import outcome_lines
 from search.tuning.faults import storage_failures
 from search.tuning.notes import save_study_note
-from search.tuning.storage import StudyStorage, check_artifact_folder, open_storage
+from search.tuning.storage import StudyStorage, check_artifact_folder, check_connection_room, open_storage
 from search.tuning.study import prepare_study
+from search.tuning.total import held
 
 
 def ran_line(trials: list[FrozenTrial], seconds: float, confirming: bool, budget: Budget | None) -> str:
@@ -68,6 +69,9 @@ def summary(
     lines += outcome_lines(study, storage)
     if signame := stop_requested():
         lines.append(f"stopped by {signame}: no new trials were started")
+    if spec.total is not None and (count := held(study)) >= spec.total:
+        lines.append(f"the study holds {count} search trials, its TOTAL of {spec.total}: "
+                     "no more are started, by this command or any other")
     if trials and budget is not None and budget.expired:
         lines.append(
             f"the time budget ({budget.seconds / 60:g} min) ended the search: no trial was "
@@ -99,6 +103,7 @@ def run_search(
     timeout: float | None = None,
     replay: int | None = None,
     queued_only: bool = False,
+    total: int | None = None,
 ) -> int:
     """Run ``trials`` trials in all over ``workers`` processes (None: auto); return the exit code.
 
@@ -106,10 +111,15 @@ def run_search(
     ``timeout`` (minutes), no trial starts after that time; the running ones finish.
     ``replay``: the launch seed of an earlier command, to sample as it did (``--launch-seed``).
     ``queued_only``: run only the queued trials, never sample one; stop when none is left.
+    ``total``: no trial starts once the study holds that many search trials (``--total``,
+    ``search.tuning.total``), whichever command or host started them.
     """
     split = load_split(data_dir, config.data)  # bad data stops us before storage is touched
     check_artifact_folder(config.storage.artifacts)  # an artifact lost later is only recorded
     storage = open_storage(storage_url, config.storage)
+    plan = plan_workers(workers, trials, usable_cores(), len(visible_gpus()), available_memory(),
+                        worker_bytes(config.data))
+    check_connection_room(storage, plan.workers)
     with storage_failures(storage):
         study, created = prepare_study(config, storage, study_name, split.fingerprint)
         config = config.model_copy(update={"study_name": study.study_name})
@@ -119,10 +129,8 @@ def run_search(
         waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
         first, start = min((t.number for t in waiting), default=len(study.trials)), time.monotonic()
     spec = WorkerSpec(config, storage_url, study.study_name, data_dir, launch=launch_seed(replay),
-                      queued_only=queued_only)
+                      queued_only=queued_only, total=total)
     budget, error = Budget(trials, None if timeout is None else timeout * 60), None
-    plan = plan_workers(workers, trials, usable_cores(), len(visible_gpus()), available_memory(),
-                        worker_bytes(config.data))
     print(plan, flush=True)
     with Monitor(study, first, trials, config.training.epochs, launch=spec.launch):
         if plan.workers == 1:

@@ -128,6 +128,7 @@ class WorkerSpec:
     gpu: str | None = None
     threads: int | None = None
     queued_only: bool = False  # run only queued trials, stop when none is left (confirm)
+    total: int | None = None  # TOTAL: the search trials the study may hold in all
 
     @property
     def device(self) -> str:
@@ -163,6 +164,7 @@ def run_worker(
     from search.tuning.objective import Objective
     from search.tuning.storage import open_storage
     from search.tuning.study import QueuedOnlySampler, make_pruner, make_sampler
+    from search.tuning.total import TrialCap
 
     if spec.threads:
         tf.config.threading.set_intra_op_parallelism_threads(spec.threads)
@@ -171,9 +173,10 @@ def run_worker(
         tf.config.experimental.set_memory_growth(gpu, True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     config = spec.config
+    in_process = storage is not None  # the command's own worker: its errors are the command's
     split = split or load_split(spec.data_dir, config.data)
     storage = storage or open_storage(spec.storage_url, config.storage)
-    told_briefly(storage)
+    told_briefly(storage, prefix="" if in_process else f"worker {spec.index}: ")
     study = storage.load(spec.study_name)
     sampler_seed = derive_seed(config.seed, spec.launch, spec.index)  # distinct for every worker
     study.sampler = QueuedOnlySampler() if spec.queued_only else make_sampler(config.sampler, sampler_seed)
@@ -184,6 +187,7 @@ def run_worker(
         {"launch": spec.launch, "worker": spec.index, "sampler_seed": sampler_seed,
          "host": socket.gethostname(), "pid": os.getpid(), "device": spec.device},
         budget.record,
+        None if spec.total is None else TrialCap(storage, spec.study_name, spec.total),
         queued_only=spec.queued_only,
     )
     # TensorFlow, Keras and the data are here for good: exempt them from the collections that
@@ -193,9 +197,8 @@ def run_worker(
     try:
         with storage_failures(storage):
             while not stop_requested() and not (spec.queued_only and _queue_empty(study, objective)):
-                if not budget.take():
+                if not budget.take() or not objective.run_one(study):
                     break
-                objective.run_one(study)
                 objective.check(budget.max_failures)
     except Interrupted:
         pass

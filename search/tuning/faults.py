@@ -4,10 +4,11 @@ line; any other error fails only its own trial, with the reason recorded on it."
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any, Callable
 
 import optuna
@@ -15,6 +16,7 @@ import optuna
 from search.base.errors import Interrupted, StorageUnavailable, TrialsFailing, one_line
 from search.tuning.storage import STORAGE_ERRORS, StudyStorage
 from search.tuning.study import NoQueuedTrial, queued_before
+from search.tuning.total import TrialCap
 
 # The first line of the driver's error (lower case) -> what it means, for the one-line message.
 _STORAGE_FAULTS = (
@@ -26,6 +28,13 @@ _STORAGE_FAULTS = (
     ("read-only", "the database is read-only"),
     ("disk i/o error", "disk I/O error"),
     ("database is locked", "the database stayed locked"),
+    ("statement timeout", "a statement ran past the statement timeout (a lock held too long?)"),
+    ("lock wait timeout", "a lock was held too long"),
+    ("terminating connection", "the server ended the connection"),
+    ("server closed the connection", "the server ended the connection"),
+    ("lost connection", "the connection was lost"),
+    ("timed out", "the connection timed out"),
+    ("packet sequence number wrong", "the server does not speak MySQL's protocol"),
 )
 
 
@@ -45,6 +54,19 @@ def storage_failures(storage: StudyStorage) -> Iterator[None]:
         yield
     except STORAGE_ERRORS as exc:
         raise storage_failure(storage, exc) from None
+
+
+def _hidden_storage_error(exc: BaseException) -> BaseException:
+    """The storage error behind ``exc``, else ``exc``.
+
+    When the storage fails as Optuna records a trial's end (and again as it reads the trial back),
+    Optuna's ``_run_trial`` fails in its own ``finally``: ``UnboundLocalError`` ('updated_state')
+    or ``AssertionError`` ("Should not reach."), with the storage's error as their context.
+    """
+    context = exc.__context__
+    while context is not None and not isinstance(context, STORAGE_ERRORS):
+        context = context.__context__
+    return exc if context is None else context
 
 
 class TrialFailed(Exception):
@@ -74,9 +96,10 @@ class GuardedObjective:
         objective: Callable[[optuna.Trial], float],
         attrs: dict[str, Any],
         record: Callable[[bool], int],
+        cap: TrialCap | None = None,
         queued_only: bool = False,
     ) -> None:
-        self.objective, self.attrs, self.record = objective, attrs, record
+        self.objective, self.attrs, self.record, self.cap = objective, attrs, record, cap
         self.queued_only = queued_only
         self.failures_in_a_row = 0
         self.last_failure = ""
@@ -84,6 +107,8 @@ class GuardedObjective:
         self.queue_empty = False
 
     def __call__(self, trial: optuna.Trial) -> float:
+        if self.cap is not None:  # the trial exists: the next worker may count it
+            self.cap.release()
         try:
             if self.queued_only and (first := queued_before(trial)) is not None:
                 raise QueuedTwice(f"queued twice (two commands at once): trial {first} is this run; not run")
@@ -112,15 +137,27 @@ class GuardedObjective:
         self.failures_in_a_row = self.record(False)
         return value
 
-    def run_one(self, study: optuna.Study) -> None:
-        """One trial through Optuna's loop; a trial taken over by another worker is one warning."""
+    def run_one(self, study: optuna.Study) -> bool:
+        """One trial through Optuna's loop; a trial taken over by another worker is one warning.
+        False (and no trial) once the study holds its TOTAL."""
         self.taken_over = None
+        if self.cap is not None and not self.cap.admit(study):
+            return False
         try:
             study.optimize(self, n_trials=1, gc_after_trial=True, catch=(TrialFailed,))
         except ValueError:  # Optuna's "Cannot tell a FAIL trial": it is no longer this worker's
             if self.taken_over is None:
                 raise
             print(f"warning: {self.taken_over}", file=sys.stderr)
+        except (UnboundLocalError, AssertionError) as exc:
+            if (hidden := _hidden_storage_error(exc)) is exc:
+                raise
+            raise hidden  # its own cause kept: the driver's error, told in the one line
+        finally:
+            if self.cap is not None:  # no trial came to be: the storage failed (else the turn
+                with suppress(*STORAGE_ERRORS):  # is taken back after TURN_SECONDS), a stop
+                    self.cap.release()
+        return True
 
     def check(self, limit: int) -> None:
         """Stop, in one line, once this worker's trial is the ``limit``-th failure in a row."""
@@ -144,17 +181,23 @@ def _traceback_told(record: logging.LogRecord) -> bool:
     return True
 
 
-def told_briefly(storage: StudyStorage) -> None:
+def told_briefly(storage: StudyStorage, prefix: str = "") -> None:
     """In this worker process, stops and storage failures are one line, never a traceback: in
-    Optuna's "trial failed" warning, and in its heartbeat thread (whose storage failure the
-    worker's own next write meets too)."""
+    Optuna's "trial failed" warning, and in its heartbeat thread.
+
+    A heartbeat that cannot be recorded (the storage unreachable past its reconnection, full,
+    ...) ends the process at once with exit code 3 and one line (``prefix`` first): training on
+    would be lost, as the trial goes stale and the fleet retries it elsewhere.
+    """
     optuna.logging.get_logger("optuna.study._optimize").addFilter(_traceback_told)
     previous = threading.excepthook
 
     def hook(args: threading.ExceptHookArgs) -> None:
         if not isinstance(args.exc_value, STORAGE_ERRORS):
             return previous(args)
-        reason = storage.reason(args.exc_value.__cause__ or args.exc_value)
-        print(f"warning: a running trial's heartbeat was not recorded ({reason})", file=sys.stderr)
+        error = storage_failure(storage, args.exc_value)
+        print(f"{prefix}error: {error} (a running trial's heartbeat was not recorded; "
+              "it is retried once stale)", file=sys.stderr, flush=True)
+        os._exit(error.exit_code)
 
     threading.excepthook = hook
