@@ -30,7 +30,7 @@ from search.running.workers import (
     visible_gpus,
 )
 from search.tuning.faults import storage_failures
-from search.tuning.storage import StudyStorage, check_artifact_folder, open_storage
+from search.tuning.storage import StudyStorage, check_artifact_folder, check_connection_room, open_storage
 from search.tuning.study import prepare_study
 
 
@@ -111,6 +111,9 @@ def run_search(
     split = load_split(data_dir, config.data)  # bad data stops us before storage is touched
     check_artifact_folder(config.storage.artifacts)  # an artifact lost later is only recorded
     storage = open_storage(storage_url, config.storage)
+    plan = plan_workers(workers, trials, usable_cores(), len(visible_gpus()), available_memory(),
+                        worker_bytes(config.data))
+    check_connection_room(storage, plan.workers)
     with storage_failures(storage):
         study, created = prepare_study(config, storage, study_name, split.fingerprint)
         config = config.model_copy(update={"study_name": study.study_name})
@@ -121,8 +124,6 @@ def run_search(
         first, start = min((t.number for t in waiting), default=len(study.trials)), time.monotonic()
     spec = WorkerSpec(config, storage_url, study.study_name, data_dir, launch=launch_seed(replay))
     budget, error = Budget(trials, None if timeout is None else timeout * 60), None
-    plan = plan_workers(workers, trials, usable_cores(), len(visible_gpus()), available_memory(),
-                        worker_bytes(config.data))
     print(plan, flush=True)
     with Monitor(study, first, trials, config.training.epochs, launch=spec.launch):
         if plan.workers == 1:

@@ -166,9 +166,10 @@ def run_worker(
         tf.config.experimental.set_memory_growth(gpu, True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     config = spec.config
+    in_process = storage is not None  # the command's own worker: its errors are the command's
     split = split or load_split(spec.data_dir, config.data)
     storage = storage or open_storage(spec.storage_url, config.storage)
-    told_briefly(storage)
+    told_briefly(storage, prefix="" if in_process else f"worker {spec.index}: ")
     study = storage.load(spec.study_name)
     sampler_seed = derive_seed(config.seed, spec.launch, spec.index)  # distinct for every worker
     study.sampler = make_sampler(config.sampler, sampler_seed)

@@ -4,6 +4,7 @@ line; any other error fails only its own trial, with the reason recorded on it."
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 from collections.abc import Iterator
@@ -25,6 +26,13 @@ _STORAGE_FAULTS = (
     ("read-only", "the database is read-only"),
     ("disk i/o error", "disk I/O error"),
     ("database is locked", "the database stayed locked"),
+    ("statement timeout", "a statement ran past the statement timeout (a lock held too long?)"),
+    ("lock wait timeout", "a lock was held too long"),
+    ("terminating connection", "the server ended the connection"),
+    ("server closed the connection", "the server ended the connection"),
+    ("lost connection", "the connection was lost"),
+    ("timed out", "the connection timed out"),
+    ("packet sequence number wrong", "the server does not speak MySQL's protocol"),
 )
 
 
@@ -44,6 +52,19 @@ def storage_failures(storage: StudyStorage) -> Iterator[None]:
         yield
     except STORAGE_ERRORS as exc:
         raise storage_failure(storage, exc) from None
+
+
+def _hidden_storage_error(exc: BaseException) -> BaseException:
+    """The storage error behind ``exc``, else ``exc``.
+
+    When the storage fails as Optuna records a trial's end (and again as it reads the trial back),
+    Optuna's ``_run_trial`` fails in its own ``finally``: ``UnboundLocalError`` ('updated_state')
+    or ``AssertionError`` ("Should not reach."), with the storage's error as their context.
+    """
+    context = exc.__context__
+    while context is not None and not isinstance(context, STORAGE_ERRORS):
+        context = context.__context__
+    return exc if context is None else context
 
 
 class TrialFailed(Exception):
@@ -107,6 +128,8 @@ class GuardedObjective:
             if self.taken_over is None:
                 raise
             print(f"warning: {self.taken_over}", file=sys.stderr)
+        except (UnboundLocalError, AssertionError) as exc:
+            raise _hidden_storage_error(exc) from None
 
     def check(self, limit: int) -> None:
         """Stop, in one line, once this worker's trial is the ``limit``-th failure in a row."""
@@ -128,17 +151,23 @@ def _traceback_told(record: logging.LogRecord) -> bool:
     return True
 
 
-def told_briefly(storage: StudyStorage) -> None:
+def told_briefly(storage: StudyStorage, prefix: str = "") -> None:
     """In this worker process, stops and storage failures are one line, never a traceback: in
-    Optuna's "trial failed" warning, and in its heartbeat thread (whose storage failure the
-    worker's own next write meets too)."""
+    Optuna's "trial failed" warning, and in its heartbeat thread.
+
+    A heartbeat that cannot be recorded (the storage unreachable past its reconnection, full,
+    ...) ends the process at once with exit code 3 and one line (``prefix`` first): training on
+    would be lost, as the trial goes stale and the fleet retries it elsewhere.
+    """
     optuna.logging.get_logger("optuna.study._optimize").addFilter(_traceback_told)
     previous = threading.excepthook
 
     def hook(args: threading.ExceptHookArgs) -> None:
         if not isinstance(args.exc_value, STORAGE_ERRORS):
             return previous(args)
-        reason = storage.reason(args.exc_value.__cause__ or args.exc_value)
-        print(f"warning: a running trial's heartbeat was not recorded ({reason})", file=sys.stderr)
+        error = storage_failure(storage, args.exc_value)
+        print(f"{prefix}error: {error} (a running trial's heartbeat was not recorded; "
+              "it is retried once stale)", file=sys.stderr, flush=True)
+        os._exit(error.exit_code)
 
     threading.excepthook = hook

@@ -7,6 +7,8 @@ import os
 import re
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, quote_plus, unquote
@@ -21,7 +23,26 @@ from search.base.config import Storage
 from search.base.errors import StorageUnavailable, UsageError
 
 DEFAULT_URL = "sqlite:///storage/optuna.db"
-RECONNECT_SECONDS = 60.0
+# A server connection that goes silent is dropped after LINK_SECONDS (TCP keepalives and user
+# timeout on PostgreSQL, socket read/write timeouts on MySQL); new connections then are tried for
+# RECONNECT_SECONDS, CONNECT_SECONDS each: a worker cut off notices within NOTICE_SECONDS.
+LINK_SECONDS = 25
+CONNECT_SECONDS = 5
+RECONNECT_SECONDS = 30.0
+NOTICE_SECONDS = LINK_SECONDS + int(RECONNECT_SECONDS) + CONNECT_SECONDS
+# A statement (a lock wait included) ends in an error after this on the server; MySQL's lock wait
+# is shorter than the read timeout, so that the server's error comes first.
+STATEMENT_SECONDS = 30
+MYSQL_LOCK_WAIT_SECONDS = 20
+# Connections per process: one kept open, a second for the moment two threads (a trial and its
+# heartbeat, a command and its progress line) use the storage at once.
+POOL_SIZE, POOL_OVERFLOW = 1, 2
+# Server connections a worker process holds at most (its trial and its heartbeat), and the most a
+# command holds itself besides its workers (its storage, its progress line, the one worker it
+# runs in its own process), as measured (docs/fleet.md).
+WORKER_CONNECTIONS = 2
+COMMAND_CONNECTIONS = 3
+POOLER_DOCS = "docs/fleet.md"
 # What a failing storage raises: the driver's error, Optuna's wrapping of it, or our own.
 STORAGE_ERRORS = (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError, StorageUnavailable)
 # A bare dialect means SQLAlchemy's default driver (psycopg2, mysqlclient), which we don't ship.
@@ -138,13 +159,34 @@ def artifact_store(path: str | Path) -> FileSystemArtifactStore:
     return FileSystemArtifactStore(str(path))
 
 
+def server_connect_args(backend: str) -> dict:
+    """Driver arguments for every PostgreSQL (psycopg 3) or MySQL (PyMySQL) connection: connect
+    timeout, a silent link dropped after ``LINK_SECONDS``; on PostgreSQL no server-side prepared
+    statements (PgBouncer in transaction pooling mode hands each transaction any server
+    connection, where a statement prepared on another is unknown)."""
+    if backend == "postgresql":
+        return {"connect_timeout": CONNECT_SECONDS, "prepare_threshold": None,
+                "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
+                "keepalives_count": (LINK_SECONDS - 10) // 5, "tcp_user_timeout": LINK_SECONDS * 1000}
+    return {"connect_timeout": CONNECT_SECONDS, "read_timeout": LINK_SECONDS, "write_timeout": LINK_SECONDS,
+            "init_command": f"SET SESSION innodb_lock_wait_timeout = {MYSQL_LOCK_WAIT_SECONDS}"}
+
+
 def _engine_kwargs(url: URL) -> dict:
     kwargs: dict = {"pool_pre_ping": True}
     if url.get_backend_name() == "sqlite":
         kwargs["connect_args"] = {"timeout": 60}  # wait on a locked database, don't fail
     else:
-        kwargs["connect_args"] = {"connect_timeout": 10}
+        kwargs["connect_args"] = server_connect_args(url.get_backend_name())
+        kwargs.update(pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW)
     return kwargs
+
+
+def _statement_timeout(connection: sqlalchemy.Connection) -> None:
+    """PostgreSQL: every transaction ends its statements after ``STATEMENT_SECONDS``. Set per
+    transaction (SET LOCAL), as PgBouncer's transaction pooling keeps no session setting and
+    refuses the ``options`` startup parameter."""
+    connection.exec_driver_sql(f"SET LOCAL statement_timeout = '{STATEMENT_SECONDS}s'")
 
 
 def _sqlite_connect(dbapi_connection: object, record: object) -> None:
@@ -181,6 +223,23 @@ def _retry_connects(engine: sqlalchemy.Engine, url: str) -> None:
                     ) from exc
                 time.sleep(delay)
                 delay = min(delay * 2, 8.0)
+
+
+def _check_mysql_answers(url: str, parsed: URL, shown: str) -> None:
+    """One connection whose reads time out after ``CONNECT_SECONDS``: a port that speaks another
+    protocol (no MySQL greeting) fails now, not after the read timeout of a storage connection."""
+    args = {**server_connect_args("mysql"), "read_timeout": CONNECT_SECONDS}
+    engine = sqlalchemy.create_engine(url, connect_args=args, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect():
+            pass
+    except sqlalchemy.exc.OperationalError as exc:
+        if exc.orig.args[:1] != (2013,) or "timed out" not in str(exc.orig):  # connected, no greeting
+            raise
+        raise UsageError(f"STORAGE {shown}: no MySQL server answered at {parsed.host}:{parsed.port or 3306} "
+                         f"within {CONNECT_SECONDS}s (another protocol's port?)") from None
+    finally:
+        engine.dispose()
 
 
 def _has_tables(url: str, parsed: URL) -> bool:
@@ -249,6 +308,8 @@ def open_storage(
         _check_sqlite_file(parsed, shown, read_only, default=url == DEFAULT_URL)
     rendered = parsed.render_as_string(hide_password=False)
     try:
+        if parsed.get_backend_name() == "mysql":
+            _check_mysql_answers(rendered, parsed, shown)
         if read_only and not _has_tables(rendered, parsed):
             raise UsageError(f"STORAGE {shown}: holds no studies (run a search first)")
         rdb = _rdb_storage(rendered, parsed, settings, read_only)
@@ -258,5 +319,91 @@ def open_storage(
         event.listen(rdb.engine, "connect", _sqlite_connect)
         event.listen(rdb.engine, "begin", _begin)
         rdb.engine.dispose()  # so that every pooled connection is opened this way
+    elif parsed.get_backend_name() == "postgresql":
+        event.listen(rdb.engine, "begin", _statement_timeout)
     _retry_connects(rdb.engine, url)
     return StudyStorage(url, rdb, read_only)
+
+
+def _pgbouncer_settings(parsed: URL) -> dict[str, str] | None:
+    """PgBouncer's settings (``SHOW CONFIG``, and ``clients`` in use) if ``parsed`` points at a
+    PgBouncer whose console lets this user read them, ``{}`` if it points at one that does not,
+    and None if it points at PostgreSQL itself."""
+    dialect = sqlalchemy.create_engine(parsed).dialect  # psycopg, no connection made
+    cargs, cparams = dialect.create_connect_args(parsed.set(database="pgbouncer"))
+    try:
+        connection = dialect.loaded_dbapi.connect(
+            *cargs, **{**cparams, "connect_timeout": CONNECT_SECONDS, "prepare_threshold": None,
+                       "autocommit": True})
+    except dialect.loaded_dbapi.OperationalError as exc:
+        return {} if "not allowed" in str(exc) else None  # PostgreSQL: no database "pgbouncer"
+    with connection:
+        try:
+            settings = {row[0]: str(row[1]) for row in connection.execute("SHOW CONFIG").fetchall()}
+            lists = {row[0]: str(row[1]) for row in connection.execute("SHOW LISTS").fetchall()}
+        except dialect.loaded_dbapi.Error:
+            return {}
+    return {**settings, "clients": lists.get("used_clients", "0")}
+
+
+def _server_room(connection: sqlalchemy.Connection, backend: str) -> tuple[int, str]:
+    """Connections the server takes still, and how that was read (for the message)."""
+    if backend == "postgresql":
+        limit, reserved, in_use, superuser = connection.exec_driver_sql(
+            "SELECT current_setting('max_connections')::int,"
+            " current_setting('superuser_reserved_connections')::int"
+            " + coalesce(current_setting('reserved_connections', true), '0')::int,"
+            " (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'),"
+            " (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)"
+        ).one()
+        reserved = 0 if superuser else reserved
+        return limit - reserved - in_use, (
+            f"PostgreSQL's max_connections {limit}, {reserved} reserved, {in_use} in use")
+    limit = connection.exec_driver_sql("SELECT @@max_connections").scalar_one()
+    in_use = int(connection.exec_driver_sql("SHOW GLOBAL STATUS LIKE 'Threads_connected'").one()[1])
+    return limit - in_use, f"MySQL's max_connections {limit}, {in_use} in use"
+
+
+def check_connection_room(storage: StudyStorage, workers: int) -> None:
+    """Before any worker starts: one line (exit 2) if ``workers`` worker processes would not fit
+    in the connections that the server (or the PgBouncer in front of it) takes still.
+
+    Through PgBouncer the server's limit is not the workers' limit: workers are PgBouncer's
+    clients (``max_client_conn``), and it lends them at most its pool of server connections, one
+    per transaction. So the check is on PgBouncer's clients, where its console lets this user read
+    them (``admin_users`` or ``stats_users``), and none otherwise. It is a check, not a
+    reservation: commands starting at the same moment each see the room before the others' take it.
+    """
+    parsed = make_url(storage.url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite" or workers <= 1:  # one worker runs in the command, already connected
+        return
+    needed = workers * WORKER_CONNECTIONS
+    with storage_reason(storage):
+        pooler = _pgbouncer_settings(_parse(storage.url)) if backend == "postgresql" else None
+        if pooler is None:
+            with storage.rdb.engine.connect() as connection:
+                room, told = _server_room(connection, backend)
+            remedy = ("run fewer WORKERS, or put PgBouncer in transaction pooling in front of it"
+                      if backend == "postgresql" else "run fewer WORKERS, or raise max_connections")
+            remedy += f" ({POOLER_DOCS})"
+        elif "max_client_conn" in pooler:
+            limit, in_use = int(pooler["max_client_conn"]), int(pooler["clients"])
+            room, told = limit - in_use, f"PgBouncer's max_client_conn {limit}, {in_use} clients in use"
+            remedy = f"run fewer WORKERS, or raise PgBouncer's max_client_conn ({POOLER_DOCS})"
+        else:
+            return
+    if needed > room:
+        raise UsageError(
+            f"STORAGE {storage.masked}: {workers} workers need up to {needed} connections, "
+            f"{max(room, 0)} are free ({told}); {remedy}"
+        )
+
+
+@contextmanager
+def storage_reason(storage: StudyStorage) -> Iterator[None]:
+    """A database error inside is one line (exit 2): the command has not started yet."""
+    try:
+        yield
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        raise UsageError(f"STORAGE {storage.masked}: cannot read its connection limit ({storage.reason(exc)})") from None
