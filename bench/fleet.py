@@ -35,7 +35,13 @@ from search.base.config import load_config
 from search.base.errors import SearchError, UsageError, one_line
 from search.interfaces.cli import _Parser
 from search.testing import POSTGRES_ADMIN, PoolerUnavailable, pgbouncer, server_database
-from search.tuning.storage import STORAGE_ERRORS, mask, open_storage
+from search.tuning.storage import (
+    STORAGE_ERRORS,
+    check_connection_room,
+    mask,
+    open_storage,
+    server_connect_args,
+)
 from search.tuning.study import make_pruner, make_sampler
 
 WORKER_COUNTS = (8, 32, 128)
@@ -91,6 +97,14 @@ def _worker(url: str, study_name: str, index: int, seconds: float, start: Any, o
     out.put((latencies, ran, errors))
 
 
+def warm_up() -> None:
+    """Import what the sampler and pruner import on first use, here, before the workers fork:
+    beyond its startup trials, as each worker's study soon is."""
+    study = optuna.create_study(direction="maximize", sampler=make_sampler(CONFIG.sampler, seed=0),
+                                pruner=make_pruner(CONFIG.pruner, EPOCHS))
+    study.optimize(objective, n_trials=CONFIG.sampler.n_startup_trials + 2)
+
+
 def _pss_mib(pids: list[int]) -> float:
     """Proportional set size of these processes together (shared pages counted once)."""
     total = 0
@@ -109,9 +123,8 @@ class Sampler(threading.Thread):
 
     def __init__(self, url: sqlalchemy.URL, pids: list[int]):
         super().__init__(daemon=True)
-        # no server-side prepared statements: PgBouncer's transaction pooling has no room for them
         self.engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.NullPool,
-                                               connect_args={"prepare_threshold": None})
+                                               connect_args=server_connect_args("postgresql"))
         self.pids = pids
         self.connections: list[int] = []
         self.active: list[int] = []
@@ -160,12 +173,22 @@ def audit(study: optuna.Study, ran: dict[int, int], claimed: int) -> dict[str, i
 
 
 def run(url: str, workers: int, seconds: float) -> dict[str, Any]:
-    """``workers`` processes on a new study in ``url``'s database for ``seconds``; the figures."""
+    """``workers`` processes on a new study in ``url``'s database for ``seconds``; the figures.
+
+    Workers that the server (or PgBouncer) would not take are refused up front, as a search
+    refuses them: ``{"workers": N, "refused": the line}``.
+    """
     storage = open_storage(url, CONFIG.storage)
+    try:
+        check_connection_room(storage, workers)
+    except UsageError as exc:
+        storage.rdb.engine.dispose()
+        return {"workers": workers, "refused": str(exc)}
     name = f"fleet-{workers}-{uuid.uuid4().hex[:8]}"
     optuna.create_study(study_name=name, storage=storage.rdb, direction="maximize")
     storage.rdb.engine.dispose()  # no connection crosses the fork
     start, out = CONTEXT.Barrier(workers + 1), CONTEXT.Queue()
+    warm_up()
     gc.freeze()  # the imported modules stay shared: no collection writes to their pages
     processes = [CONTEXT.Process(target=_worker, args=(url, name, i, seconds, start, out))
                  for i in range(workers)]
