@@ -3,7 +3,6 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-TRIALS ?= 20
 WORKERS ?= auto
 PORT ?= 8080
 # HOST: not ?=, so that a shell's own HOST variable (tcsh sets one) never moves the dashboard.
@@ -11,7 +10,7 @@ HOST = 127.0.0.1
 # Values reach `python -m search` through the environment (SEARCH_<FLAG>, see its --help), never
 # through a recipe's text: a password in STORAGE is not echoed nor shown by `ps`, and no quote,
 # space or '$' in a value can break or extend a command; each is passed exactly as typed.
-unexport STORAGE STUDY CONFIG DATA_DIR TRIALS WORKERS PORT TOP HOST SEEDS TIMEOUT
+unexport STORAGE STUDY CONFIG DATA_DIR TRIALS WORKERS PORT TOP HOST SEEDS TIMEOUT TOTAL
 export SEARCH_STORAGE = $(value STORAGE)
 export SEARCH_STUDY = $(value STUDY)
 export SEARCH_CONFIG = $(value CONFIG)
@@ -23,6 +22,7 @@ export SEARCH_TOP = $(value TOP)
 export SEARCH_HOST = $(value HOST)
 export SEARCH_SEEDS = $(value SEEDS)
 export SEARCH_TIMEOUT = $(value TIMEOUT)
+export SEARCH_TOTAL = $(value TOTAL)
 V = $(if $(filter 1,$(VERBOSE)),--verbose)
 
 .PHONY: setup search worker test dashboard export confirm retrain report bench

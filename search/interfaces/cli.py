@@ -40,6 +40,15 @@ def _positive(text: str) -> int:
     return _integer(text, 1)
 
 
+def _total(text: str) -> int:
+    from search.tuning.total import TOTAL_MAX
+
+    value = _positive(text)
+    if value > TOTAL_MAX:
+        raise argparse.ArgumentTypeError(f"must be at most {TOTAL_MAX:,}, got {value}")
+    return value
+
+
 def _seed(text: str) -> int:
     return _integer(text, 0)
 
@@ -99,7 +108,11 @@ def _study_args(p: argparse.ArgumentParser, config: str, study: str) -> None:
 
 
 def _run_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--trials", type=_positive, default=20, help="trials to run in all (default 20)")
+    p.add_argument("--trials", type=_positive,
+                   help="trials this command runs at most (default 20; with --total, up to it)")
+    p.add_argument("--total", type=_total, metavar="N",
+                   help="start no trial once the study holds N search trials, from any command or "
+                        "host; the baseline and retries of lost trials aside (default: no limit)")
     p.add_argument("--workers", type=_workers, default=None, metavar="auto|N", help=WORKERS_HELP)
     p.add_argument("--timeout", type=_minutes, metavar="MINUTES",
                    help="start no trial after this many minutes; running ones finish (default: none)")
@@ -193,13 +206,18 @@ def _study_name(args: argparse.Namespace, command: str) -> str:
     return name
 
 
+def _trials(args: argparse.Namespace) -> int:
+    """This command's trials at most: TRIALS, else TOTAL (the study's own limit), else 20."""
+    return args.trials or args.total or 20
+
+
 def _search(args: argparse.Namespace) -> int:
     from search.base.config import load_config
     from search.running.runner import run_search
 
     config = load_config(args.config)
-    return run_search(config, args.trials, args.workers, args.storage, args.study, args.data_dir,
-                      args.timeout, args.launch_seed)
+    return run_search(config, _trials(args), args.workers, args.storage, args.study, args.data_dir,
+                      args.timeout, args.launch_seed, args.total)
 
 
 def _worker(args: argparse.Namespace) -> int:
@@ -211,8 +229,8 @@ def _worker(args: argparse.Namespace) -> int:
     name = _study_name(args, "worker")
     storage = open_storage(args.storage, read_only=True)
     config = load_config(args.config) if args.config else stored_config(storage, name)
-    return run_search(config, args.trials, args.workers, args.storage, name, args.data_dir,
-                      args.timeout, args.launch_seed)
+    return run_search(config, _trials(args), args.workers, args.storage, name, args.data_dir,
+                      args.timeout, args.launch_seed, args.total)
 
 
 def _dashboard(args: argparse.Namespace) -> int:

@@ -32,6 +32,7 @@ from search.running.workers import (
 from search.tuning.faults import storage_failures
 from search.tuning.storage import StudyStorage, check_artifact_folder, check_connection_room, open_storage
 from search.tuning.study import prepare_study
+from search.tuning.total import held
 
 
 def _best(trials: list[FrozenTrial]) -> FrozenTrial | None:
@@ -71,6 +72,9 @@ def summary(
     lines += outcome_lines(study, storage)
     if signame := stop_requested():
         lines.append(f"stopped by {signame}: no new trials were started")
+    if spec.total is not None and (count := held(study)) >= spec.total:
+        lines.append(f"the study holds {count} search trials, its TOTAL of {spec.total}: "
+                     "no more are started, by this command or any other")
     if budget is not None and budget.expired:
         lines.append(
             f"the time budget ({budget.seconds / 60:g} min) ended the search: no trial was "
@@ -101,12 +105,15 @@ def run_search(
     data_dir: str | None = None,
     timeout: float | None = None,
     replay: int | None = None,
+    total: int | None = None,
 ) -> int:
     """Run ``trials`` trials in all over ``workers`` processes (None: auto); return the exit code.
 
     The number is capped at the trials and at what memory holds (``search.running.layout``). With
     ``timeout`` (minutes), no trial starts after that time; the running ones finish.
     ``replay``: the launch seed of an earlier command, to sample as it did (``--launch-seed``).
+    ``total``: no trial starts once the study holds that many search trials (``--total``,
+    ``search.tuning.total``), whichever command or host started them.
     """
     split = load_split(data_dir, config.data)  # bad data stops us before storage is touched
     check_artifact_folder(config.storage.artifacts)  # an artifact lost later is only recorded
@@ -122,7 +129,7 @@ def run_search(
         # this command's trials: from the first one queued (a baseline, confirmation runs) or new
         waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
         first, start = min((t.number for t in waiting), default=len(study.trials)), time.monotonic()
-    spec = WorkerSpec(config, storage_url, study.study_name, data_dir, launch=launch_seed(replay))
+    spec = WorkerSpec(config, storage_url, study.study_name, data_dir, launch=launch_seed(replay), total=total)
     budget, error = Budget(trials, None if timeout is None else timeout * 60), None
     print(plan, flush=True)
     with Monitor(study, first, trials, config.training.epochs, launch=spec.launch):

@@ -123,6 +123,7 @@ class WorkerSpec:
     index: int = 0
     gpu: str | None = None
     threads: int | None = None
+    total: int | None = None  # TOTAL: the search trials the study may hold in all
 
     @property
     def device(self) -> str:
@@ -158,6 +159,7 @@ def run_worker(
     from search.tuning.objective import Objective
     from search.tuning.storage import open_storage
     from search.tuning.study import make_pruner, make_sampler
+    from search.tuning.total import TrialCap
 
     if spec.threads:
         tf.config.threading.set_intra_op_parallelism_threads(spec.threads)
@@ -180,6 +182,7 @@ def run_worker(
         {"launch": spec.launch, "worker": spec.index, "sampler_seed": sampler_seed,
          "host": socket.gethostname(), "pid": os.getpid(), "device": spec.device},
         budget.record,
+        None if spec.total is None else TrialCap(storage, spec.study_name, spec.total),
     )
     # TensorFlow, Keras and the data are here for good: exempt them from the collections that
     # every trial runs (clear_session, gc_after_trial), which then take ms, not 0.2 s.
@@ -187,8 +190,7 @@ def run_worker(
     gc.freeze()
     try:
         with storage_failures(storage):
-            while not stop_requested() and budget.take():
-                objective.run_one(study)
+            while not stop_requested() and budget.take() and objective.run_one(study):
                 objective.check(budget.max_failures)
     except Interrupted:
         pass

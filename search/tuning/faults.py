@@ -15,6 +15,7 @@ import optuna
 
 from search.base.errors import Interrupted, StorageUnavailable, TrialsFailing, one_line
 from search.tuning.storage import STORAGE_ERRORS, StudyStorage
+from search.tuning.total import TrialCap
 
 # The first line of the driver's error (lower case) -> what it means, for the one-line message.
 _STORAGE_FAULTS = (
@@ -90,13 +91,16 @@ class GuardedObjective:
         objective: Callable[[optuna.Trial], float],
         attrs: dict[str, Any],
         record: Callable[[bool], int],
+        cap: TrialCap | None = None,
     ) -> None:
-        self.objective, self.attrs, self.record = objective, attrs, record
+        self.objective, self.attrs, self.record, self.cap = objective, attrs, record, cap
         self.failures_in_a_row = 0
         self.last_failure = ""
         self.taken_over: str | None = None
 
     def __call__(self, trial: optuna.Trial) -> float:
+        if self.cap is not None:  # the trial exists: the next worker may count it
+            self.cap.release()
         try:
             for key, value in self.attrs.items():
                 trial.set_user_attr(key, value)
@@ -119,9 +123,12 @@ class GuardedObjective:
         self.failures_in_a_row = self.record(False)
         return value
 
-    def run_one(self, study: optuna.Study) -> None:
-        """One trial through Optuna's loop; a trial taken over by another worker is one warning."""
+    def run_one(self, study: optuna.Study) -> bool:
+        """One trial through Optuna's loop; a trial taken over by another worker is one warning.
+        False (and no trial) once the study holds its TOTAL."""
         self.taken_over = None
+        if self.cap is not None and not self.cap.admit(study):
+            return False
         try:
             study.optimize(self, n_trials=1, gc_after_trial=True, catch=(TrialFailed,))
         except ValueError:  # Optuna's "Cannot tell a FAIL trial": it is no longer this worker's
@@ -130,6 +137,10 @@ class GuardedObjective:
             print(f"warning: {self.taken_over}", file=sys.stderr)
         except (UnboundLocalError, AssertionError) as exc:
             raise _hidden_storage_error(exc) from None
+        finally:
+            if self.cap is not None:  # no trial came to be (the storage failed, a stop)
+                self.cap.release()
+        return True
 
     def check(self, limit: int) -> None:
         """Stop, in one line, once this worker's trial is the ``limit``-th failure in a row."""

@@ -24,16 +24,18 @@ from search.base.errors import StorageUnavailable, UsageError
 
 DEFAULT_URL = "sqlite:///storage/optuna.db"
 # A server connection that goes silent is dropped after LINK_SECONDS (TCP keepalives and user
-# timeout on PostgreSQL, socket read/write timeouts on MySQL); new connections then are tried for
-# RECONNECT_SECONDS, CONNECT_SECONDS each: a worker cut off notices within NOTICE_SECONDS.
-LINK_SECONDS = 25
+# timeout on PostgreSQL, socket read/write timeouts on MySQL); new connections are then tried for
+# RECONNECT_SECONDS, CONNECT_SECONDS each; once that gave up, each later connection is tried once
+# (the worker's last two writes, recording its trial's end). So a worker cut off from its database
+# notices within NOTICE_SECONDS, and rides out a shorter cut.
+LINK_SECONDS = 20
 CONNECT_SECONDS = 5
-RECONNECT_SECONDS = 30.0
-NOTICE_SECONDS = LINK_SECONDS + int(RECONNECT_SECONDS) + CONNECT_SECONDS
-# A statement (a lock wait included) ends in an error after this on the server; MySQL's lock wait
-# is shorter than the read timeout, so that the server's error comes first.
-STATEMENT_SECONDS = 30
-MYSQL_LOCK_WAIT_SECONDS = 20
+RECONNECT_SECONDS = 20.0
+NOTICE_SECONDS = LINK_SECONDS + int(RECONNECT_SECONDS) + 3 * CONNECT_SECONDS
+# A statement (a lock wait included) ends in an error after this on the server; MySQL's lock waits
+# are shorter than its read timeout, so that the server's error comes first.
+STATEMENT_SECONDS = 20
+MYSQL_LOCK_WAIT_SECONDS = 15
 # Connections per process: one kept open, a second for the moment two threads (a trial and its
 # heartbeat, a command and its progress line) use the storage at once.
 POOL_SIZE, POOL_OVERFLOW = 1, 2
@@ -165,11 +167,12 @@ def server_connect_args(backend: str) -> dict:
     statements (PgBouncer in transaction pooling mode hands each transaction any server
     connection, where a statement prepared on another is unknown)."""
     if backend == "postgresql":
-        return {"connect_timeout": CONNECT_SECONDS, "prepare_threshold": None,
-                "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
-                "keepalives_count": (LINK_SECONDS - 10) // 5, "tcp_user_timeout": LINK_SECONDS * 1000}
+        return {"connect_timeout": CONNECT_SECONDS, "prepare_threshold": None, "application_name": "search",
+                "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 5,
+                "keepalives_count": (LINK_SECONDS - 5) // 5, "tcp_user_timeout": LINK_SECONDS * 1000}
     return {"connect_timeout": CONNECT_SECONDS, "read_timeout": LINK_SECONDS, "write_timeout": LINK_SECONDS,
-            "init_command": f"SET SESSION innodb_lock_wait_timeout = {MYSQL_LOCK_WAIT_SECONDS}"}
+            "init_command": f"SET SESSION innodb_lock_wait_timeout = {MYSQL_LOCK_WAIT_SECONDS}, "
+                            f"lock_wait_timeout = {MYSQL_LOCK_WAIT_SECONDS}"}
 
 
 def _engine_kwargs(url: URL) -> dict:
@@ -207,16 +210,22 @@ def _begin(connection: sqlalchemy.Connection) -> None:
 
 def _retry_connects(engine: sqlalchemy.Engine, url: str) -> None:
     """Reconnect with backoff for up to ``RECONNECT_SECONDS`` when the server goes away; then
-    raise ``StorageUnavailable``, which says so."""
+    raise ``StorageUnavailable``, which says so. Until a connection succeeds again, later ones
+    are tried once each: the outage has been waited out already."""
+    unreachable = False
 
     @event.listens_for(engine, "do_connect")
     def connect(dialect, conn_rec, cargs, cparams):  # type: ignore[no-untyped-def]
-        deadline, delay = time.monotonic() + RECONNECT_SECONDS, 0.5
+        nonlocal unreachable
+        deadline, delay = time.monotonic() + (0 if unreachable else RECONNECT_SECONDS), 0.5
         while True:
             try:
-                return dialect.loaded_dbapi.connect(*cargs, **cparams)
+                connection = dialect.loaded_dbapi.connect(*cargs, **cparams)
+                unreachable = False
+                return connection
             except dialect.loaded_dbapi.OperationalError as exc:
                 if time.monotonic() + delay > deadline:
+                    unreachable = True
                     raise StorageUnavailable(
                         f"STORAGE {mask(url)}: database unreachable for {RECONNECT_SECONDS:.0f}s, "
                         f"stopping ({_reason(exc, url)})"
