@@ -39,7 +39,7 @@ PG_BIN = next(iter(sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True))
 START_SECONDS = 30.0  # PostgreSQL up, or a host's first trial running
 CUT_NOTICED_SECONDS = 90.0  # the storage's documented 60 s, with room for a loaded machine
 FINISH_SECONDS = 240.0  # a command finishing the study's last trials
-TOTAL = 6
+TOTAL = 4
 HEARTBEAT = {"heartbeat_interval": 1, "grace_period": 4, "max_retry": 2}
 
 
@@ -221,28 +221,27 @@ def test_three_hosts_survive_a_cut_link_a_killed_worker_and_a_database_restart(
                                 stdout=subprocess.DEVNULL, stderr=err)
 
     processes = [launch(i) for i in range(3)]
-    storage = optuna.storages.RDBStorage(direct)
+    storage = optuna.storages.RDBStorage(direct, engine_kwargs={"pool_pre_ping": True})
     try:
         cut = _running_on(storage, net, 1, process=processes[1])
         net.cut(1)  # host 1 goes silent mid-trial
+        before_cut = logs[1].stat().st_size
         killed = _running_on(storage, net, 2, process=processes[2])
         os.kill(killed.user_attrs["pid"], signal.SIGKILL)  # host 2's worker dies mid-trial
         during = _running_on(storage, net, 0, after=max(cut.number, killed.number), process=processes[0])
         restart()  # the database goes away while host 0 trains, and comes back
-        assert processes[1].wait(CUT_NOTICED_SECONDS) == 3
         processes[2].wait(START_SECONDS)
         assert processes[0].wait(FINISH_SECONDS) in (0, 3)  # 3: it met the restart, said so, stopped
         # A later command (as a user would start) finishes what is left: stale trials retried.
-        last = launch(0)
-        assert last.wait(FINISH_SECONDS) == 0, logs[0].read_text()
+        processes.append(launch(0))
+        assert processes[1].wait(CUT_NOTICED_SECONDS) == 3
+        assert processes[3].wait(FINISH_SECONDS) == 0, logs[0].read_text()
     finally:
         for p in processes:
             if p.poll() is None:
                 p.kill()
                 p.wait()
 
-    said = logs[1].read_text().strip().splitlines()
-    assert len(said) == 1 and "storage" in said[0].lower(), said  # the cut-off worker: one line
     trials = optuna.load_study(study_name="fleet", storage=storage).get_trials(deepcopy=False)
     storage.engine.dispose()
     states = {t.number: t.state for t in trials}
@@ -257,7 +256,9 @@ def test_three_hosts_survive_a_cut_link_a_killed_worker_and_a_database_restart(
         assert len(done) == 1, (origin, [(t.number, t.state.name) for t in attempts])
     for t in (cut, killed):
         assert states[t.number] == TrialState.FAIL and len(by_origin[t.number]) > 1
-    assert during.number in {_origin(t) for t in trials}
+    assert any(t.state == TrialState.COMPLETE for t in by_origin[_origin(during)])  # across the restart
     # The study total is exact: TOTAL search trials, besides the baseline.
     searched = [o for o, attempts in by_origin.items() if not attempts[0].user_attrs.get("baseline")]
     assert len(searched) == TOTAL, sorted(by_origin)
+    said = logs[1].read_bytes()[before_cut:].decode().strip().splitlines()
+    assert len(said) == 1 and said[0].startswith("error: STORAGE"), said  # the cut-off worker: one line
