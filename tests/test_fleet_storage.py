@@ -21,10 +21,13 @@ import sqlalchemy
 import yaml
 
 from search.base.errors import UsageError
+from search.interfaces.cli import main  # noqa: F401  (run_cli's processes call it)
+from tests.test_faults import played_fit  # noqa: F401
+from search.tuning import objective as objective_module  # noqa: F401
 from search.testing import REPO, pgbouncer, tiny_raw
 from search.tuning import storage as storage_module
 from search.tuning.storage import check_connection_room, open_storage
-from search.tuning.total import TOTAL_MAX, counted
+from search.tuning.total import TOTAL_MAX, TrialCap, counted
 
 
 def test_pgbouncer_pools_transactions_in_front_of_postgres(postgres_url: str) -> None:
@@ -145,3 +148,209 @@ def test_a_total_that_is_no_count_is_one_line(value: str) -> None:
         assert result.returncode == 2, result.stderr
         (line,) = result.stderr.splitlines()
         assert "--total" in line and value in line
+
+
+def run_cli(setup: str, args: list[str], **popen) -> subprocess.Popen:
+    """The CLI in a fresh process after ``setup`` (Python, with this module's names in scope)."""
+    code = f"import sys\nfrom tests.test_fleet_storage import *\n{setup}\nsys.exit(main(sys.argv[1:]))"
+    return subprocess.Popen([sys.executable, "-c", code, *args], cwd=REPO, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, **popen)
+
+
+def search_args(tmp_path: Path, url: str, data: Path, trials: int, *extra: str, **overrides) -> list[str]:
+    raw = tiny_raw(tmp_path, data={"train_size": 100, "val_size": 50},
+                   training={"epochs": 2, "batch_size": 50}, **overrides)
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(raw))
+    return ["search", "--config", str(tmp_path / "study.yaml"), "--storage", url, "--data-dir", str(data),
+            "--trials", str(trials), "--workers", "1", *extra]  # in the process, where the patches are
+
+
+@pytest.mark.parametrize("backend", ["sqlite_url", "postgres_url", "mysql_url", "pgbouncer_url"])
+def test_commands_started_together_never_take_the_study_past_its_total(backend, request, tmp_path, cifar_dir):
+    url = request.getfixturevalue(backend)
+    args = search_args(tmp_path, url, cifar_dir, 5, "--total", "7")  # 2 x 5 trials asked, 7 allowed
+    processes = [run_cli("objective_module.fit = played_fit([0.3, 0.4])", args) for _ in range(2)]
+    results = [(p.wait(timeout=600), *p.communicate()) for p in processes]
+    for code, out, err in results:
+        assert code == 0, err
+    assert any("the study holds 7 search trials, its TOTAL of 7: no more are started" in out
+               for _, out, _ in results)
+    trials = optuna.load_study(study_name="tiny", storage=url).trials
+    assert sum(counted(t) for t in trials) == 7
+    assert len(trials) == 8 and trials[0].user_attrs["baseline"] is True  # the baseline aside
+    assert {t.state.name for t in trials} == {"COMPLETE"}
+    storage = open_storage(url)
+    assert not TrialCap(storage, "tiny", 7).admit(storage.load("tiny"))  # a later command starts none
+    assert TrialCap(storage, "tiny", 8).admit(storage.load("tiny"))
+    storage.rdb.engine.dispose()
+
+
+# -- A storage failure while a trial is recorded: at its start, a report, or its end ----------------
+
+POINTS = ["start", "report", "end"]
+
+
+def pause(folder: str) -> None:
+    """Tell the test this process reached its fault point (file ``paused``), and wait for ``go``."""
+    Path(folder, "paused").write_text(str(os.getpid()))
+    deadline = time.monotonic() + 300
+    while not Path(folder, "go").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def pausing_at(point: str, folder: str) -> None:
+    """In a CLI process: pause at ``point`` of its second trial's life (the first one ends well,
+    so that there are values to keep): as Optuna creates it, before it reports its first epoch,
+    or after its last epoch, as Optuna records its end."""
+    calls = iter(range(1000))
+    ask, fit = optuna.Study.ask, played_fit([0.3, 0.4])
+
+    def paused_ask(self, *args, **kwargs):
+        if point == "start" and next(calls) == 1:
+            pause(folder)
+        return ask(self, *args, **kwargs)
+
+    def paused_fit(model, train, val, training, epochs, callbacks, verbose=0):
+        if point in ("report", "end") and next(calls) == 1:
+            history = played_fit([])(model, train, val, training, epochs, callbacks)  # noqa: F841
+            if point == "report":
+                pause(folder)
+                return fit(model, train, val, training, epochs, callbacks)
+            fit(model, train, val, training, epochs, callbacks)
+            pause(folder)
+            return None
+        return fit(model, train, val, training, epochs, callbacks)
+
+    optuna.Study.ask = paused_ask
+    objective_module.fit = paused_fit
+
+
+def await_file(path: Path, process: subprocess.Popen) -> None:
+    while not path.exists():
+        if process.poll() is not None:
+            pytest.fail(f"the command ended before its fault point: {process.communicate()}")
+        time.sleep(0.05)
+
+
+def faulted_run(url: str, point: str, tmp_path: Path, cifar_dir: Path, fault) -> tuple[str, float]:
+    """A search of 3 trials, ``fault()`` done at ``point`` of its second trial: the command's one
+    error line and how long after the fault it ended; checks exit 3 and no traceback."""
+    folder = tmp_path / "pause"
+    folder.mkdir()
+    args = search_args(tmp_path, url, cifar_dir, 3, baseline=None)
+    process = run_cli(f"pausing_at({point!r}, {str(folder)!r})", args)
+    await_file(folder / "paused", process)
+    fault()
+    start = time.monotonic()
+    (folder / "go").touch()
+    out, err = process.communicate(timeout=600)
+    took = time.monotonic() - start
+    assert process.returncode == 3, err
+    for internal in ("Traceback", "UnboundLocalError", "Should not reach", "AssertionError"):
+        assert internal not in out + err
+    (line,) = [line for line in err.splitlines() if line.startswith("error:")]
+    return line, took
+
+
+def later_command_retries(url: str, tmp_path: Path, cifar_dir: Path, monkeypatch) -> list:
+    """What a later command leaves, once the faulted worker's heartbeat is stale (set in the past,
+    as a grace period passing would): every trial finished, none RUNNING."""
+    from datetime import datetime
+
+    from optuna.storages._rdb.models import TrialHeartbeatModel
+
+    from search.base.config import parse_config
+    from search.running.workers import Budget, WorkerSpec, run_worker
+
+    storage = open_storage(url)
+    with storage.rdb.engine.begin() as conn:
+        conn.execute(sqlalchemy.update(TrialHeartbeatModel).values(heartbeat=datetime(2000, 1, 1)))
+    monkeypatch.setattr(objective_module, "fit", played_fit([0.5, 0.6]))
+    config = parse_config(yaml.safe_load((tmp_path / "study.yaml").read_text()), "tiny")
+    assert run_worker(WorkerSpec(config, url, "tiny", str(cifar_dir)), Budget(1), storage=storage) == 0
+    trials = storage.load("tiny").trials
+    storage.rdb.engine.dispose()
+    assert "RUNNING" not in {t.state.name for t in trials}
+    return trials
+
+
+def assert_recorded_values_stay(trials: list, point: str) -> None:
+    assert trials[0].state.name == "COMPLETE" and trials[0].intermediate_values == {1: 0.3, 2: 0.4}
+    if point == "start":
+        return
+    faulted = trials[1]  # failed as stale, and run again as a retry
+    assert faulted.state.name == "FAIL"
+    assert faulted.intermediate_values == ({1: 0.3, 2: 0.4} if point == "end" else {})
+    (retry,) = [t for t in trials if t.system_attrs.get("failed_trial") == faulted.number]
+    assert retry.state.name == "COMPLETE" and retry.params == faulted.params
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 16 MiB tmpfs (mounting needs root, as CI has); yields it, and fills it on demand."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(disk)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        message = f"cannot mount a small filesystem: {mounted.stderr.strip()}"
+        if os.environ.get("REQUIRE_SERVICES") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+def fill(disk: Path) -> None:
+    with open(disk / "filler", "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+
+
+@pytest.mark.parametrize("point", POINTS)
+def test_a_full_disk_while_a_trial_is_recorded(point, small_disk, tmp_path, cifar_dir, monkeypatch):
+    url = f"sqlite:///{small_disk / 'optuna.db'}"
+    line, took = faulted_run(url, point, tmp_path, cifar_dir, lambda: fill(small_disk))
+    assert line == f"error: STORAGE {url}: disk full, stopping (database or disk is full)"
+    (small_disk / "filler").unlink()  # the disk has room again
+    assert_recorded_values_stay(later_command_retries(url, tmp_path, cifar_dir, monkeypatch), point)
+
+
+@pytest.mark.parametrize("point", POINTS)
+def test_the_server_stopping_while_a_trial_is_recorded(point, postgres_url, tmp_path, cifar_dir, monkeypatch):
+    from tests.test_outage import Proxy
+
+    server = sqlalchemy.make_url(postgres_url)
+    proxy = Proxy((server.host, server.port))
+    url = server.set(port=proxy.port).render_as_string(hide_password=False)
+    try:
+        line, took = faulted_run(url, point, tmp_path, cifar_dir, proxy.down)
+        assert line.startswith(f"error: STORAGE {url}: database unreachable for "
+                               f"{storage_module.RECONNECT_SECONDS:.0f}s, stopping (")
+        assert took < storage_module.NOTICE_SECONDS + 60  # generous: the machine may be busy
+        proxy.up()
+        assert_recorded_values_stay(later_command_retries(url, tmp_path, cifar_dir, monkeypatch), point)
+    finally:
+        proxy.down()
+
+
+def test_a_lock_held_too_long_as_a_trial_ends(postgres_url, tmp_path, cifar_dir, monkeypatch):
+    engine = sqlalchemy.create_engine(postgres_url)
+    with engine.connect() as holder:
+        def lock() -> None:  # the running trial's row, as a stuck transaction elsewhere would hold it
+            holder.exec_driver_sql("SELECT * FROM trials WHERE state = 'RUNNING' FOR UPDATE").all()
+
+        line, took = faulted_run(postgres_url, "end", tmp_path, cifar_dir, lock)
+        holder.rollback()
+    engine.dispose()
+    assert line.startswith(f"error: STORAGE {postgres_url}: a statement ran past the statement timeout "
+                           "(a lock held too long?), stopping (canceling statement due to statement timeout")
+    assert took < storage_module.NOTICE_SECONDS + 60
+    assert_recorded_values_stay(later_command_retries(postgres_url, tmp_path, cifar_dir, monkeypatch), "end")

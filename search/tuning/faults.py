@@ -136,7 +136,9 @@ class GuardedObjective:
                 raise
             print(f"warning: {self.taken_over}", file=sys.stderr)
         except (UnboundLocalError, AssertionError) as exc:
-            raise _hidden_storage_error(exc) from None
+            if (hidden := _hidden_storage_error(exc)) is exc:
+                raise
+            raise hidden  # its own cause kept: the driver's error, told in the one line
         finally:
             if self.cap is not None:  # no trial came to be (the storage failed, a stop)
                 self.cap.release()
