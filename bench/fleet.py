@@ -49,7 +49,7 @@ SECONDS = 20
 MAX_WORKERS = 256
 MAX_SECONDS = 600
 POOL_SIZE = 20  # PgBouncer's server connections for the study's database
-CONNECT_SECONDS = 120.0  # for all the workers to open their storage and meet at the start line
+CONNECT_SECONDS = 300.0  # for all the workers to open their storage and meet at the start line
 SAMPLE_SECONDS = 0.25  # pg_stat_activity and memory sampling period
 CONFIG = load_config(REPO / "study_configs" / "cifar10.yaml")  # the sampler, pruner and heartbeats
 CONTEXT = mp.get_context("fork")  # after the imports: 128 workers share those pages
@@ -63,7 +63,7 @@ def _worker(url: str, study_name: str, index: int, seconds: float, start: Any, o
     ran: dict[int, int] = {}  # trial number -> reports made
     errors: list[str] = []
 
-    def counted(trial: optuna.Trial) -> float:
+    def traced(trial: optuna.Trial) -> float:
         ran[trial.number] = 0
         report = trial.report
 
@@ -89,7 +89,7 @@ def _worker(url: str, study_name: str, index: int, seconds: float, start: Any, o
     while study is not None and not errors and time.monotonic() < deadline:
         began = time.perf_counter()
         try:
-            study.optimize(counted, n_trials=1)
+            study.optimize(traced, n_trials=1)
         except (SearchError, *STORAGE_ERRORS) as exc:
             errors.append(one_line(exc))
         else:
@@ -166,7 +166,6 @@ def audit(study: optuna.Study, ran: dict[int, int], claimed: int) -> dict[str, i
     missing = sum(n not in stored or stored[n].state not in FINISHED for n in ran)
     short = sum(n in stored and len(stored[n].intermediate_values) < k for n, k in ran.items())
     return {
-        "trials": len(trials),
         "lost": unfinished + missing + short,  # left unfinished, not stored, or reports missing
         "duplicated": (len(trials) - len(stored)) + (claimed - len(ran)),  # one number twice
     }
@@ -226,8 +225,9 @@ def run(url: str, workers: int, seconds: float) -> dict[str, Any]:
         "server_connections_active_peak": max(sampler.active, default=0),
         "errors": len(errors),
         "first_error": errors[0] if errors else None,
-        **{key: counts[key] for key in ("lost", "duplicated")},
+        **counts,
         "memory_peak_mib": round(sampler.memory_mib),
+        "load_average_1min": round(os.getloadavg()[0], 1),  # the machine's, this bench's included
     }
 
 
@@ -265,15 +265,16 @@ def measure(label: str, url: str, counts: tuple[int, ...], seconds: float) -> li
 
 def table(rows: list[dict[str, Any]]) -> str:
     head = ("storage", "workers", "trials/s", "p95 trial s", "server conns (active)", "errors",
-            "lost", "duplicated", "memory MiB")
+            "lost", "duplicated", "memory MiB", "load")
     body = [head]
     for r in rows:
         if "refused" in r:
-            body.append((r["storage"], str(r["workers"]), "refused up front", "", "", "", "", "", ""))
+            body.append((r["storage"], str(r["workers"]), "refused up front", *[""] * (len(head) - 3)))
             continue
         body.append((r["storage"], str(r["workers"]), f"{r['trials_per_s']:g}", f"{r['p95_latency_s']}",
                      f"{r['server_connections_peak']} ({r['server_connections_active_peak']})",
-                     str(r["errors"]), str(r["lost"]), str(r["duplicated"]), str(r["memory_peak_mib"])))
+                     str(r["errors"]), str(r["lost"]), str(r["duplicated"]), str(r["memory_peak_mib"]),
+                     str(r["load_average_1min"])))
     widths = [max(len(row[i]) for row in body) for i in range(len(head))]
     body.insert(1, tuple("-" * w for w in widths))
     return "\n".join("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |" for row in body)
@@ -291,8 +292,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, metavar="FILE", help="write the figures there as JSON")
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if args.json is not None and not (args.json.parent.is_dir() and os.access(args.json.parent, os.W_OK)):
-        parser.error(f"--json {args.json}: cannot write there")
+    if args.json is not None and (args.json.is_symlink() or args.json.is_dir() or not (
+            args.json.parent.is_dir() and os.access(args.json.parent, os.W_OK))):
+        parser.error(f"--json {args.json}: cannot write there (a writable folder, not a link or a folder)")
     counts = (args.workers,) if args.workers else WORKER_COUNTS
     rows: list[dict[str, Any]] = []
     try:

@@ -14,7 +14,7 @@ from search.testing import REPO
 
 
 def _bench(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bench.fleet", *args], cwd=REPO, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "bench.fleet", *args], cwd=REPO, check=False, capture_output=True,
                           text=True, timeout=300)
 
 
@@ -48,8 +48,17 @@ def test_two_workers_on_postgres_write_their_figures(postgres_url: str, tmp_path
     (["--storage", "not a url"], "is not a SQLAlchemy URL"),
     (["--json", "/no/such/folder/x.json"], "--json /no/such/folder/x.json: cannot write there"),
 ])
-def test_bad_flags_are_one_line_and_exit_2(args: list[str], says: str, tmp_path: Path) -> None:
+def test_bad_flags_are_one_line_and_exit_2(args: list[str], says: str) -> None:
     done = _bench(*args)
     assert done.returncode == 2 and done.stdout == ""
     assert len(done.stderr.splitlines()) == 1 and says in done.stderr, done.stderr
     assert "hunter2" not in done.stderr
+
+
+def test_json_is_not_written_through_a_planted_link(tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere.txt"
+    target.write_text("kept")
+    (tmp_path / "fleet.json").symlink_to(target)
+    done = _bench("--json", str(tmp_path / "fleet.json"))
+    assert done.returncode == 2 and "not a link" in done.stderr and len(done.stderr.splitlines()) == 1
+    assert target.read_text() == "kept"

@@ -63,7 +63,7 @@ class Network:
         _ip("link", "set", self.links[host], "down")
 
     def host_of(self, pid: int) -> str | None:
-        out = subprocess.run([IP, "netns", "identify", str(pid)], capture_output=True, text=True)
+        out = subprocess.run([IP, "netns", "identify", str(pid)], check=False, capture_output=True, text=True)
         return out.stdout.strip() or None
 
 
@@ -103,10 +103,10 @@ def network(count: int) -> Iterator[Network]:
     finally:
         # The veth pairs first: a namespace outlives its name while a cut link's sockets linger.
         for link in links:
-            subprocess.run([IP, "link", "del", link], capture_output=True)
+            subprocess.run([IP, "link", "del", link], check=False, capture_output=True)
         for name in reversed(made):
             args = ("netns", "del", name) if name in hosts else ("link", "del", name)
-            subprocess.run([IP, *args], capture_output=True)
+            subprocess.run([IP, *args], check=False, capture_output=True)
 
 
 def _as_postgres(*args: str) -> list[str]:
@@ -141,7 +141,7 @@ def private_postgres() -> Iterator[tuple[str, Callable[[], None]]]:
         yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres", restart
     finally:
         if started:  # pg_ctl stops the postmaster by the PID in its pidfile
-            subprocess.run(_as_postgres(*pg_ctl, "-m", "immediate", "stop"), capture_output=True)
+            subprocess.run(_as_postgres(*pg_ctl, "-m", "immediate", "stop"), check=False, capture_output=True)
         shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -154,10 +154,10 @@ def _missing() -> str | None:
     if not PG_BIN or not os.access(f"{PG_BIN}/initdb", os.X_OK):
         return "PostgreSQL's server binaries (initdb, pg_ctl) are not installed"
     probe = f"fh-{os.getpid()}-probe"
-    made = subprocess.run([IP, "netns", "add", probe], capture_output=True, text=True)
+    made = subprocess.run([IP, "netns", "add", probe], check=False, capture_output=True, text=True)
     if made.returncode != 0:
         return f"network namespaces not permitted here ({made.stderr.strip()})"
-    subprocess.run([IP, "netns", "del", probe], capture_output=True)
+    subprocess.run([IP, "netns", "del", probe], check=False, capture_output=True)
     return None
 
 
