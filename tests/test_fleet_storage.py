@@ -354,3 +354,85 @@ def test_a_lock_held_too_long_as_a_trial_ends(postgres_url, tmp_path, cifar_dir,
                            "(a lock held too long?), stopping (canceling statement due to statement timeout")
     assert took < storage_module.NOTICE_SECONDS + 60
     assert_recorded_values_stay(later_command_retries(postgres_url, tmp_path, cifar_dir, monkeypatch), "end")
+
+
+# -- A link that goes silent: a worker in its own network namespace, its veth link cut -------------
+
+
+def ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
+
+
+@pytest.fixture
+def other_host():
+    """A network namespace joined to this one by a veth link: ``(namespace, host_ip, link)``, the
+    link being this side's end, which the test takes down and up. Skips (fails in CI) where
+    namespaces are not permitted."""
+    tag = os.urandom(3).hex()
+    namespace, link, peer = f"fs-{tag}", f"fsh{tag}", f"fsn{tag}"
+    prefix, base = f"100.64.{int(tag[:2], 16)}", int(tag[2:4], 16) & 0xFC  # a random /30
+    host_ip, guest_ip = f"{prefix}.{base + 1}", f"{prefix}.{base + 2}"
+    try:
+        ip("netns", "add", namespace)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        message = f"network namespaces not permitted here: {getattr(exc, 'stderr', exc)}"
+        if os.environ.get("REQUIRE_SERVICES") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    try:
+        ip("link", "add", link, "type", "veth", "peer", "name", peer)
+        ip("link", "set", peer, "netns", namespace)
+        ip("addr", "add", f"{host_ip}/30", "dev", link)
+        ip("link", "set", link, "up")
+        ip("-n", namespace, "addr", "add", f"{guest_ip}/30", "dev", peer)
+        ip("-n", namespace, "link", "set", peer, "up")
+        ip("-n", namespace, "link", "set", "lo", "up")
+        yield namespace, host_ip, link
+    finally:
+        subprocess.run(["ip", "link", "del", link], capture_output=True)
+        subprocess.run(["ip", "netns", "del", namespace], capture_output=True)
+
+
+@pytest.mark.parametrize("cut_seconds", [None, 8])
+def test_a_worker_cut_off_from_its_database(cut_seconds, other_host, postgres_url, tmp_path, cifar_dir,
+                                            monkeypatch):
+    """None: the link stays down, the worker says so in one line and exits 3 within the documented
+    time; 8 s: the link comes back and the worker carries on."""
+    namespace, host_ip, link = other_host
+    with pgbouncer(postgres_url, listen=host_ip) as url:  # the database host's pooler, over the link
+        folder = tmp_path / "pause"
+        folder.mkdir()
+        args = search_args(tmp_path, url, cifar_dir, 3, baseline=None)
+        code = ("import sys\nfrom tests.test_fleet_storage import *\n"
+                f"pausing_at('report', {str(folder)!r})\nsys.exit(main(sys.argv[1:]))")
+        process = subprocess.Popen(["ip", "netns", "exec", namespace, sys.executable, "-c", code, *args],
+                                   cwd=REPO, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   env={**os.environ, "PYTHONPATH": str(REPO)})
+        try:
+            await_file(folder / "paused", process)
+            ip("link", "set", link, "down")  # silent: no reset, no refusal, packets lost
+            start = time.monotonic()
+            (folder / "go").touch()
+            if cut_seconds is not None:
+                time.sleep(cut_seconds)  # how long the link is down, not a wait for a result
+                ip("link", "set", link, "up")
+            out, err = process.communicate(timeout=600)
+            took = time.monotonic() - start
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        if cut_seconds is None:
+            assert process.returncode == 3, err
+            (line,) = [line for line in err.splitlines() if line.startswith("error:")]
+            assert line.startswith(f"error: STORAGE {url}: ") and ", stopping (" in line
+            assert "Traceback" not in err + out
+            print(f"cut off: noticed in {took:.1f} s: {line}")
+            assert took < storage_module.NOTICE_SECONDS + 60  # generous: the machine may be busy
+            ip("link", "set", link, "up")
+            assert_recorded_values_stay(later_command_retries(url, tmp_path, cifar_dir, monkeypatch), "report")
+        else:
+            assert process.returncode == 0, err
+            trials = optuna.load_study(study_name="tiny", storage=url).trials
+            assert [t.state.name for t in trials] == ["COMPLETE"] * 3
+            assert trials[1].intermediate_values == {1: 0.3, 2: 0.4}  # the reports after the cut
