@@ -291,10 +291,10 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"how long each run starts trials (default {SECONDS})")
     parser.add_argument("--json", type=Path, metavar="FILE", help="write the figures there as JSON")
     args = parser.parse_args(argv)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     if args.json is not None and (args.json.is_symlink() or args.json.is_dir() or not (
             args.json.parent.is_dir() and os.access(args.json.parent, os.W_OK))):
         parser.error(f"--json {args.json}: cannot write there (a writable folder, not a link or a folder)")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     counts = (args.workers,) if args.workers else WORKER_COUNTS
     rows: list[dict[str, Any]] = []
     try:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy
 
+from bench import fleet
 from search.testing import REPO
 
 
@@ -48,17 +49,21 @@ def test_two_workers_on_postgres_write_their_figures(postgres_url: str, tmp_path
     (["--storage", "not a url"], "is not a SQLAlchemy URL"),
     (["--json", "/no/such/folder/x.json"], "--json /no/such/folder/x.json: cannot write there"),
 ])
-def test_bad_flags_are_one_line_and_exit_2(args: list[str], says: str) -> None:
-    done = _bench(*args)
-    assert done.returncode == 2 and done.stdout == ""
-    assert len(done.stderr.splitlines()) == 1 and says in done.stderr, done.stderr
-    assert "hunter2" not in done.stderr
+def test_bad_flags_are_one_line_and_exit_2(args: list[str], says: str, capsys) -> None:
+    with pytest.raises(SystemExit) as stop:
+        fleet.main(args)
+    out, err = capsys.readouterr()
+    assert stop.value.code == 2 and out == ""
+    assert len(err.splitlines()) == 1 and says in err, err
+    assert "hunter2" not in err
 
 
-def test_json_is_not_written_through_a_planted_link(tmp_path: Path) -> None:
+def test_json_is_not_written_through_a_planted_link(tmp_path: Path, capsys) -> None:
     target = tmp_path / "elsewhere.txt"
     target.write_text("kept")
     (tmp_path / "fleet.json").symlink_to(target)
-    done = _bench("--json", str(tmp_path / "fleet.json"))
-    assert done.returncode == 2 and "not a link" in done.stderr and len(done.stderr.splitlines()) == 1
+    with pytest.raises(SystemExit) as stop:
+        fleet.main(["--json", str(tmp_path / "fleet.json")])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "not a link" in err and len(err.splitlines()) == 1
     assert target.read_text() == "kept"

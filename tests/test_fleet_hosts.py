@@ -26,10 +26,12 @@ from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy
 from optuna.storages import RetryFailedTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from search.testing import PoolerUnavailable, pgbouncer, start_search, tiny_raw
+from search.tuning.storage import server_connect_args
 from tests.conftest import REQUIRE_SERVICES
 
 pytestmark = pytest.mark.hosts
@@ -197,6 +199,26 @@ def _running_on(storage: optuna.storages.RDBStorage, net: Network, host: int, af
     raise AssertionError(f"no trial seen running on {net.hosts[host]}")
 
 
+def _wait_until_it_answers(url: str) -> None:
+    """Until a query through ``url`` succeeds: after a restart PgBouncer refuses logins for its
+    ``server_login_retry`` (15 s), which a command started meanwhile is told (exit 2)."""
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.NullPool,
+                                      connect_args=server_connect_args("postgresql"))
+    deadline = time.monotonic() + START_SECONDS
+    try:
+        while True:
+            try:
+                with engine.connect() as conn:
+                    conn.exec_driver_sql("SELECT 1")
+                return
+            except sqlalchemy.exc.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+    finally:
+        engine.dispose()
+
+
 def _origin(trial: FrozenTrial) -> int:
     """The trial a retry stands for (its first attempt's number), else its own number."""
     history = RetryFailedTrialCallback.retry_history(trial)
@@ -233,6 +255,7 @@ def test_three_hosts_survive_a_cut_link_a_killed_worker_and_a_database_restart(
         processes[2].wait(START_SECONDS)
         assert processes[0].wait(FINISH_SECONDS) in (0, 3)  # 3: it met the restart, said so, stopped
         # A later command (as a user would start) finishes what is left: stale trials retried.
+        _wait_until_it_answers(pooled)
         processes.append(launch(0))
         assert processes[1].wait(CUT_NOTICED_SECONDS) == 3
         assert processes[3].wait(FINISH_SECONDS) == 0, logs[0].read_text()
