@@ -257,7 +257,8 @@ def test_unreachable_is_said_only_after_the_reconnection_gave_up(monkeypatch, tm
     ("database disk image is malformed", "the database file is corrupt"),
     ("attempt to write a readonly database", "the database is read-only"),
     ("database is locked", "the database stayed locked"),
-    ("server closed the connection unexpectedly", "storage error"),
+    ("server closed the connection unexpectedly", "the server ended the connection"),
+    ("could not receive data from server", "storage error"),
 ])
 def test_storage_errors_are_told_as_what_they_are(message, told, sqlite_url):
     storage = open_storage(sqlite_url)

@@ -8,7 +8,7 @@ import os
 import sys
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any, Callable
 
 import optuna
@@ -140,8 +140,9 @@ class GuardedObjective:
                 raise
             raise hidden  # its own cause kept: the driver's error, told in the one line
         finally:
-            if self.cap is not None:  # no trial came to be (the storage failed, a stop)
-                self.cap.release()
+            if self.cap is not None:  # no trial came to be: the storage failed (else the turn
+                with suppress(*STORAGE_ERRORS):  # is taken back after TURN_SECONDS), a stop
+                    self.cap.release()
         return True
 
     def check(self, limit: int) -> None:
