@@ -100,13 +100,17 @@ def server_database(admin_url: str) -> Iterator[str]:
 
 
 def start_search(config: dict, folder: Path, url: str, trials: int, workers: int,
-                 data_dir: Path, **popen: Any) -> subprocess.Popen:
-    """``python -m search search`` on ``config`` (written to ``folder/study.yaml``), not waited for."""
+                 data_dir: Path, *, wrapper: tuple[str, ...] = (), extra: tuple[str, ...] = (),
+                 **popen: Any) -> subprocess.Popen:
+    """``python -m search search`` on ``config`` (written to ``folder/study.yaml``), not waited for.
+
+    ``wrapper`` goes before it (such as ``ip netns exec NAME``), ``extra`` flags after it.
+    """
     path = folder / "study.yaml"
     path.write_text(yaml.safe_dump(config))
     args = ["search", "--config", str(path), "--storage", url, "--trials", str(trials),
-            "--workers", str(workers), "--data-dir", str(data_dir)]
-    return subprocess.Popen([sys.executable, "-m", "search", *args], cwd=REPO, **popen)
+            "--workers", str(workers), "--data-dir", str(data_dir), *extra]
+    return subprocess.Popen([*wrapper, sys.executable, "-m", "search", *args], cwd=REPO, **popen)
 
 
 def wait_for_running(url: str, study_name: str, process: subprocess.Popen) -> Any:
