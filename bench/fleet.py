@@ -33,7 +33,7 @@ from bench.common import REPO
 from bench.storage import EPOCHS, objective
 from search.base.config import load_config
 from search.base.errors import SearchError, UsageError, one_line
-from search.interfaces.cli import _Parser
+from search.base.arguments import Parser
 from search.testing import POSTGRES_ADMIN, PoolerUnavailable, pgbouncer, server_database
 from search.tuning.storage import (
     STORAGE_ERRORS,
@@ -281,7 +281,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _Parser(prog="python -m bench.fleet", description=__doc__.splitlines()[0])
+    parser = Parser(prog="python -m bench.fleet", description=__doc__.splitlines()[0])
     parser.add_argument("--storage", type=_postgresql,
                         help="a PostgreSQL URL to measure (default: a fresh database on the local "
                              "server, directly and through a PgBouncer started for it)")

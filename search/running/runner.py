@@ -130,7 +130,7 @@ def run_search(
         first, start = min((t.number for t in waiting), default=len(study.trials)), time.monotonic()
     spec = WorkerSpec(config, storage_url, study.study_name, data_dir, launch=launch_seed(replay),
                       queued_only=queued_only, total=total)
-    budget, error = Budget(trials, None if timeout is None else timeout * 60), None
+    budget, error = Budget(trials, None if timeout is None else timeout * 60, shared=plan.workers > 1), None
     print(plan, flush=True)
     with Monitor(study, first, trials, config.training.epochs, launch=spec.launch):
         if plan.workers == 1:

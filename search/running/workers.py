@@ -37,19 +37,36 @@ CONTEXT.set_forkserver_preload(["search.running._preload"])
 MAX_FAILURES_IN_A_ROW = 3  # failed trials, over all the workers of a command, that stop it
 
 
+class _Local:
+    """A counter of this process alone, as ``CONTEXT.Value`` has it: for one worker in the
+    command's own process, which then holds no semaphore that a process ending at once
+    (``told_briefly``) would leave to the resource tracker to report."""
+
+    def __init__(self, typecode: str, value: int, lock: bool = True) -> None:
+        self.value, self._lock = value, threading.Lock()
+
+    def get_lock(self) -> threading.Lock:
+        return self._lock
+
+
 class Budget:
     """Trials left for the workers of one command, shared across processes: exact, no overshoot;
     none once ``max_failures`` trials in a row have failed, nor once ``seconds`` have passed (as
     Optuna's ``timeout``: running trials finish)."""
 
     def __init__(
-        self, trials: int | None, seconds: float | None = None, max_failures: int = MAX_FAILURES_IN_A_ROW
+        self,
+        trials: int | None,
+        seconds: float | None = None,
+        max_failures: int = MAX_FAILURES_IN_A_ROW,
+        shared: bool = True,
     ):
         if trials is not None and not 0 <= trials < 2**63:  # the shared counter would wrap
             raise ValueError(f"trials must be from 0 to {2**63 - 1}, got {trials}")
-        self._left = CONTEXT.Value("q", -1 if trials is None else trials)
-        self._failures = CONTEXT.Value("q", 0)
-        self._expired = CONTEXT.Value("b", 0, lock=False)
+        value = CONTEXT.Value if shared else _Local  # shared: for worker processes
+        self._left = value("q", -1 if trials is None else trials)
+        self._failures = value("q", 0)
+        self._expired = value("b", 0, lock=False)
         self.max_failures = max_failures
         self.seconds = seconds
         self._deadline = None if seconds is None else time.monotonic() + seconds
