@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import sqlalchemy
@@ -29,6 +29,15 @@ POSTGRES_ADMIN = os.environ.get("SEARCH_TEST_POSTGRES", "postgresql+psycopg://po
 SCREENSHOTS = REPO / "test-artifacts"  # what the browser tests saw, kept for a person to look at
 MYSQL_ADMIN = os.environ.get("SEARCH_TEST_MYSQL", "mysql+pymysql://root@127.0.0.1:3306/test")
 REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"  # CI: a missing service fails, not skips
+
+
+def unavailable(reason: str) -> NoReturn:
+    """A service a test needs is missing: skip the test, or fail it under REQUIRE_SERVICES=1 (CI)."""
+    import pytest
+
+    if REQUIRE_SERVICES:
+        pytest.fail(reason)
+    pytest.skip(reason)
 
 
 def write_batch(path: Path, images: np.ndarray, labels: np.ndarray) -> None:

@@ -22,12 +22,12 @@ from search.testing import (
     MYSQL_ADMIN,
     POSTGRES_ADMIN,
     REPO,
-    REQUIRE_SERVICES,
     PoolerUnavailable,
     make_cifar_folder,
     pgbouncer,
     server_database,
     tiny_raw,
+    unavailable,
 )
 
 # The command line reads SEARCH_<FLAG> (make exports them): tests never use the caller's settings.
@@ -69,9 +69,7 @@ def _server_database(admin_url: str):
     except sqlalchemy.exc.OperationalError as exc:
         shown = sqlalchemy.make_url(admin_url).render_as_string()
         message = f"no database server at {shown}: {str(exc.orig).strip()[:80]}"
-    if REQUIRE_SERVICES:
-        pytest.fail(message)
-    pytest.skip(message)
+    unavailable(message)
 
 
 @pytest.fixture
@@ -101,9 +99,7 @@ def chromium() -> Path:
     """Debian's Chromium; checked before the search so a skip costs nothing."""
     if not CHROMIUM.exists():
         message = f"no Chromium at {CHROMIUM} (apt-get install chromium)"
-        if REQUIRE_SERVICES:
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(message)
     return CHROMIUM
 
 
@@ -174,6 +170,4 @@ def pgbouncer_url(postgres_url):
             return
     except PoolerUnavailable as exc:
         message = str(exc)
-    if REQUIRE_SERVICES:
-        pytest.fail(message)
-    pytest.skip(message)
+    unavailable(message)

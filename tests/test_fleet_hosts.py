@@ -30,9 +30,8 @@ import sqlalchemy
 from optuna.storages import RetryFailedTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from search.testing import PoolerUnavailable, pgbouncer, start_search, tiny_raw
+from search.testing import PoolerUnavailable, pgbouncer, start_search, tiny_raw, unavailable
 from search.tuning.storage import server_connect_args
-from tests.conftest import REQUIRE_SERVICES
 
 pytestmark = pytest.mark.hosts
 
@@ -176,9 +175,7 @@ def fleet() -> Iterator[tuple[Network, str, str, Callable[[], None]]]:
                 return
         except PoolerUnavailable as exc:
             reason = str(exc)
-    if REQUIRE_SERVICES:
-        pytest.fail(reason)
-    pytest.skip(reason)
+    unavailable(reason)
 
 
 def _running_on(storage: optuna.storages.RDBStorage, net: Network, host: int, after: int = -1,

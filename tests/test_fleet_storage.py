@@ -21,7 +21,7 @@ import yaml
 
 from search.base.errors import UsageError
 from search.interfaces.cli import main  # noqa: F401  (run_cli's processes call it)
-from search.testing import REPO, pgbouncer, tiny_raw
+from search.testing import REPO, pgbouncer, tiny_raw, unavailable
 from search.tuning import objective as objective_module
 from search.tuning import storage as storage_module
 from search.tuning.storage import check_connection_room, open_storage
@@ -295,9 +295,7 @@ def small_disk(tmp_path: Path):
                              capture_output=True, text=True, check=False)
     if mounted.returncode != 0:
         message = f"cannot mount a small filesystem: {mounted.stderr.strip()}"
-        if os.environ.get("REQUIRE_SERVICES") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(message)
     try:
         yield disk
     finally:
@@ -376,9 +374,7 @@ def other_host():
         ip("netns", "add", namespace)
     except (OSError, subprocess.CalledProcessError) as exc:
         message = f"network namespaces not permitted here: {getattr(exc, 'stderr', exc)}"
-        if os.environ.get("REQUIRE_SERVICES") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(message)
     try:
         ip("link", "add", link, "type", "veth", "peer", "name", peer)
         ip("link", "set", peer, "netns", namespace)
