@@ -48,11 +48,18 @@ NOT_RUN = {
     "sudo ": "root on the database host",
     "echo 'db-host": "writes the user's ~/.pgpass",
     "python -m bench": "the benchmarks: minutes each",
+    "docker ": "the container recipes: Docker and a registry",
+    "kubectl ": "the Kubernetes recipes: a cluster",
+    "sbatch ": "the Slurm recipes: a Slurm cluster",
+    "export SEARCH_": "the deploy recipes' shell settings, with a database of their own",
+    "openssl rand": "the Compose recipe's password",
+    "deploy/.env": "writes the Compose recipe's settings",
+    "deploy/secrets": "writes the Compose recipe's secrets",
 }
 
 
-PAGES = ("README.md", "docs/options.md", "docs/configs.md", "docs/fleet.md", "docs/dashboard.md",
-         "docs/results.md", "docs/measured.md", "docs/benchmarks.md")
+PAGES = ("README.md", "docs/options.md", "docs/configs.md", "docs/fleet.md", "docs/fleet-bench.md",
+         "docs/deploy.md", "docs/dashboard.md", "docs/results.md", "docs/measured.md", "docs/benchmarks.md")
 
 
 def readme_lines() -> list[str]:
