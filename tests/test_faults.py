@@ -15,7 +15,6 @@ import optuna
 import pytest
 import sqlalchemy
 import yaml
-from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import TrialState
 
 from search.base.config import parse_config
@@ -27,7 +26,7 @@ from search.tuning import objective as objective_module
 from search.tuning import storage as storage_module
 from search.tuning.faults import storage_failure
 from search.tuning.objective import Objective
-from search.tuning.storage import open_storage
+from search.tuning.storage import LinkSafeArtifactStore, open_storage
 
 FULL = OSError(errno.ENOSPC, "No space left on device")
 
@@ -97,7 +96,7 @@ def test_an_unwritable_artifact_store_leaves_trained_trials_standing(
         raise FULL
 
     monkeypatch.setattr(objective_module, "fit", played_fit([0.25, 0.5]))
-    monkeypatch.setattr(FileSystemArtifactStore, "write", full)
+    monkeypatch.setattr(LinkSafeArtifactStore, "write", full)
     assert main(cli_args(2)) == 0
     trials = load(sqlite_url)
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
@@ -169,7 +168,7 @@ def test_a_failing_artifact_upload_never_hides_the_training_error(monkeypatch, c
         raise FULL
 
     monkeypatch.setattr(objective_module, "fit", played_fit([0.25], then=ValueError("bad batch")))
-    monkeypatch.setattr(FileSystemArtifactStore, "write", full)
+    monkeypatch.setattr(LinkSafeArtifactStore, "write", full)
     assert main(cli_args(1)) == 0
     (trial,) = load(sqlite_url)
     assert trial.state == TrialState.FAIL

@@ -15,20 +15,20 @@ import sqlalchemy
 from optuna.storages._rdb.models import TrialHeartbeatModel
 from optuna.trial import TrialState
 
-from search.base.config import parse_config
+from search.base.config import StudyConfig, parse_config
 from search.running.workers import Budget, WorkerSpec, run_worker
 from search.testing import tiny_raw
+from search.tuning.objective import suggest
 from search.tuning.storage import StudyStorage, open_storage
 from search.tuning.study import prepare_study
 
 BACKENDS = ["sqlite_url", "postgres_url", "mysql_url"]
 
 
-def dead_workers_trial(study: optuna.Study, storage: StudyStorage) -> int:
+def dead_workers_trial(study: optuna.Study, storage: StudyStorage, config: StudyConfig) -> int:
     """Start the next trial (a queued retry first) as a worker would, then let its heartbeat go stale."""
-    trial = study.ask({"l1": optuna.distributions.FloatDistribution(1e-7, 1e-2, log=True),
-                       "l2": optuna.distributions.FloatDistribution(1e-7, 1e-2, log=True),
-                       "dropout": optuna.distributions.FloatDistribution(0.0, 0.7)})
+    trial = study.ask()
+    suggest(trial, config.search_space)  # the parameters as the objective stores them
     rdb = storage.rdb
     trial_id = rdb.get_trial_id_from_study_id_trial_number(rdb.get_study_id_from_name(study.study_name),
                                                             trial.number)
@@ -52,10 +52,10 @@ def test_a_dead_workers_trial_is_retried_up_to_max_retry(backend, max_retry, req
     storage = open_storage(url, config.storage)
     study, _ = prepare_study(config, storage)
 
-    dead = [dead_workers_trial(study, storage)]
+    dead = [dead_workers_trial(study, storage, config)]
     for _ in range(max_retry):  # each retry dies too, until the retries are used up
         optuna.storages.fail_stale_trials(study)
-        dead.append(dead_workers_trial(study, storage))
+        dead.append(dead_workers_trial(study, storage, config))
     assert run_worker(WorkerSpec(config, url, "tiny", str(cifar_dir)), Budget(1), storage=storage) == 0
 
     trials = storage.load("tiny").get_trials(deepcopy=False)
@@ -79,7 +79,7 @@ def test_the_live_worker_runs_the_retry_first(backend, request, tmp_path, cifar_
     config = parse_config(raw, "tiny")
     storage = open_storage(url, config.storage)
     study, _ = prepare_study(config, storage)
-    dead = dead_workers_trial(study, storage)
+    dead = dead_workers_trial(study, storage, config)
 
     assert run_worker(WorkerSpec(config, url, "tiny", str(cifar_dir)), Budget(1), storage=storage) == 0
     victim, retry = storage.load("tiny").get_trials(deepcopy=False)

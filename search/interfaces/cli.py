@@ -214,7 +214,7 @@ def _search(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     return run_search(config, _trials(args), args.workers, args.storage, args.study, args.data_dir,
-                      args.timeout, args.launch_seed, args.total)
+                      args.timeout, args.launch_seed, total=args.total)
 
 
 def _worker(args: argparse.Namespace) -> int:
@@ -227,7 +227,7 @@ def _worker(args: argparse.Namespace) -> int:
     storage = open_storage(args.storage, read_only=True)
     config = load_config(args.config) if args.config else stored_config(storage, name)
     return run_search(config, _trials(args), args.workers, args.storage, name, args.data_dir,
-                      args.timeout, args.launch_seed, args.total)
+                      args.timeout, args.launch_seed, total=args.total)
 
 
 def _dashboard(args: argparse.Namespace) -> int:

@@ -102,6 +102,7 @@ def run_search(
     data_dir: str | None = None,
     timeout: float | None = None,
     replay: int | None = None,
+    *,
     queued_only: bool = False,
     total: int | None = None,
 ) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import sqlite3
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -274,8 +275,8 @@ def checkpoint(url: str | None) -> None:
             connection.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
             connection.close()
-    except sqlalchemy.exc.SQLAlchemyError:
-        pass  # locked or read-only: the log stays, the data is safe in it
+    except (sqlalchemy.exc.SQLAlchemyError, sqlite3.Error):
+        pass  # locked, read-only or a full disk: the log stays, the data is safe in it
     finally:
         engine.dispose()
 
