@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 
 import optuna
 import pytest
@@ -24,7 +25,7 @@ from search.learning.data import load_split
 from search.testing import REPO, tiny_raw
 from search.tuning import objective as objective_module
 from search.tuning import storage as storage_module
-from search.tuning.faults import storage_failure
+from search.tuning.faults import storage_failure, told_briefly
 from search.tuning.objective import Objective
 from search.tuning.storage import LinkSafeArtifactStore, open_storage
 
@@ -271,3 +272,14 @@ def test_storage_errors_are_told_as_what_they_are(message, told, sqlite_url):
         wrapped = exc
     for error in (driver, wrapped):
         assert str(storage_failure(storage, error)) == f"STORAGE {storage.masked}: {told}, stopping ({message})"
+
+
+def test_told_briefly_leaves_the_thread_hook_and_the_log_filters_as_they_were(tiny_config, sqlite_url):
+    storage = open_storage(sqlite_url, tiny_config.storage)
+    logger = optuna.logging.get_logger("optuna.study._optimize")
+    hook, filters = threading.excepthook, list(logger.filters)
+    for _ in range(2):  # once per worker run: nothing piles up
+        with pytest.raises(RuntimeError, match="left by an error"), told_briefly(storage):
+            assert threading.excepthook is not hook and len(logger.filters) == len(filters) + 1
+            raise RuntimeError("left by an error")
+        assert threading.excepthook is hook and logger.filters == filters

@@ -1,5 +1,5 @@
-"""Where workers run (GPUs found without TensorFlow, or a share of the cores each) and what the
-summary says of a worker that was killed."""
+"""Where workers run (GPUs found without TensorFlow, or a share of the cores each), what the
+summary says of a worker that was killed, and which exit code wins, for one worker as for many."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from search.running.runner import summary
+from search.base.errors import StorageUnavailable
+from search.running.layout import Plan
+from search.running.runner import exit_code, run_search, summary
 from search.running.workers import WorkerSpec, place_workers, visible_gpus
 from search.tuning.storage import open_storage
 from search.tuning.study import prepare_study
@@ -81,3 +83,64 @@ def test_the_summary_names_each_killed_worker_and_its_signal(tiny_config, sqlite
         "then a worker fails and retries it",
     ]
     assert "was killed" not in summary(study, spec, 0, storage, 90.0, codes=[0, 130, 2, 3])
+
+
+@pytest.mark.parametrize("codes, stopped, code", [
+    ([], False, 0),
+    ([0, 0], False, 0),
+    ([0, 0], True, 130),  # the workers stopped before their first trial
+    ([4, 3, 137, 130], False, 130),  # a worker stopped by a signal: the others follow from it
+    ([137, 3], True, 130),  # a second signal killed a worker
+    ([4, 137, 3], False, 3),  # the storage failed: every worker stops
+    ([4, 1, 2, 143], False, 143),  # a worker killed from outside (not by this command)
+    ([1, 4, 2], False, 2),  # bad input explains failing trials
+    ([0, 1, 4], False, 4),
+    ([0, 1], False, 1),
+])
+def test_exit_code_precedence_is_not_numeric_order(codes, stopped, code):
+    assert exit_code(codes, stopped) == code
+
+
+def no_trials(monkeypatch: pytest.MonkeyPatch, workers: int) -> None:
+    """``run_search`` plans ``workers`` workers, which run no trial: what they do is faked."""
+    from search.running import runner
+
+    monkeypatch.setattr(runner, "plan_workers", lambda *args: Plan(workers, 1, "faked"))
+
+
+@pytest.mark.parametrize("stopped_by, code", [(None, 3), ("SIGTERM", 130)])
+def test_many_workers_exit_with_the_code_that_wins(stopped_by, code, monkeypatch, tiny_config, sqlite_url,
+                                                   cifar_dir, capsys):
+    from search.running import runner
+
+    def fake(spec, workers, budget, stop):
+        stop.signal = stopped_by
+        return [143, 4, 3, 0]
+
+    no_trials(monkeypatch, 4)
+    monkeypatch.setattr(runner, "run_workers", fake)
+    assert run_search(tiny_config, 4, 4, sqlite_url, data_dir=str(cifar_dir)) == code
+    out = capsys.readouterr().out
+    assert "worker 0 was killed by SIGTERM" in out
+    assert ("stopped by SIGTERM: no new trials were started" in out) == (stopped_by is not None)
+
+
+def test_one_worker_follows_the_same_precedence(monkeypatch, tiny_config, sqlite_url, cifar_dir, capsys):
+    from search.running import runner
+
+    def failing(stopped_by: str | None):
+        def run_worker(spec, budget, split, storage, stop):
+            stop.signal = stopped_by
+            raise StorageUnavailable("STORAGE x: disk full, stopping")
+        return run_worker
+
+    no_trials(monkeypatch, 1)
+    monkeypatch.setattr(runner, "run_worker", failing(None))
+    with pytest.raises(StorageUnavailable):  # its code wins: the command tells it, as the last line
+        run_search(tiny_config, 1, 1, sqlite_url, data_dir=str(cifar_dir))
+    capsys.readouterr()
+    monkeypatch.setattr(runner, "run_worker", failing("SIGINT"))
+    assert run_search(tiny_config, 1, 1, sqlite_url, data_dir=str(cifar_dir)) == 130  # a stop wins
+    out, err = capsys.readouterr()
+    assert "stopped by SIGINT: no new trials were started" in out
+    assert err.splitlines()[-1] == "error: STORAGE x: disk full, stopping"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import sys
 import time
 from collections import Counter
 
@@ -10,7 +11,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search.base.config import StudyConfig
-from search.base.errors import SearchError, StorageUnavailable
+from search.base.errors import SearchError, StorageUnavailable, TrialsFailing, UsageError
 from search.base.names import CONFIRMS
 from search.learning.data import load_split
 from search.running.layout import available_memory, plan_workers, worker_bytes
@@ -18,13 +19,13 @@ from search.running.progress import Monitor, launched
 from search.running.workers import (
     EXIT_INTERRUPTED,
     Budget,
+    Stop,
     WorkerSpec,
     clean_stop,
     launch_seed,
     place_workers,
     run_worker,
     run_workers,
-    stop_requested,
     usable_cores,
     visible_gpus,
 )
@@ -57,6 +58,7 @@ def summary(
     seconds: float,
     codes: list[int],
     budget: Budget | None = None,
+    stopped_by: str | None = None,
 ) -> str:
     """What this command did: its own trials only (``launched``), then where the study stands."""
     everything = study.get_trials(deepcopy=False)
@@ -67,8 +69,8 @@ def summary(
         full = len(trials) * spec.config.training.epochs
         lines.append(f"epochs: {ran} trained of the {full} of these trials unpruned ({ran / full:.0%})")
     lines += outcome_lines(study, storage)
-    if signame := stop_requested():
-        lines.append(f"stopped by {signame}: no new trials were started")
+    if stopped_by is not None:
+        lines.append(f"stopped by {stopped_by}: no new trials were started")
     if spec.total is not None and (count := held(study)) >= spec.total:
         lines.append(f"the study holds {count} search trials, its TOTAL of {spec.total}: "
                      "no more are started, by this command or any other")
@@ -91,6 +93,38 @@ def summary(
         f"storage: {storage.masked} (study {study.study_name!r}, {len(everything)} trials in all)"
     )
     return "\n".join(lines)
+
+
+def exit_code(codes: list[int], stopped: bool = False) -> int:
+    """The command's exit code from its workers' (128 + N: killed by signal N), the same for one
+    worker and for many. The first that applies wins:
+
+    - 130, stopped by a signal (``stopped``, or a worker was): what the user or the scheduler
+      asked for, told as such (a preempted job is requeued); what else ends then follows from it
+      (a second signal kills the workers);
+    - 3, the storage failed: it stops every worker of every command on the study;
+    - 128 + N, a worker was killed by signal N from outside (137: SIGKILL, as the OOM killer
+      sends), a fault of the host; its trial stays RUNNING until it is retried;
+    - 2, a worker found bad input;
+    - 4, trials failed in a row;
+    - any other code (1: an unexpected error);
+    - 0, every worker ended well.
+
+    Faults of what the search runs on (the storage, the host) come before those of the search
+    itself: they say it had no fair run, and trials failing then are no reason to debug it. Of
+    the search's own, bad input explains failing trials, and a code that says what failed comes
+    before the one that does not. Numeric order decides nothing; each worker's own line says
+    what happened to it.
+    """
+    order = (EXIT_INTERRUPTED, StorageUnavailable.exit_code, "killed", UsageError.exit_code,
+             TrialsFailing.exit_code, "other", 0)
+
+    def rank(code: int) -> int:
+        if code in order:
+            return order.index(code)
+        return order.index("killed" if code > 128 else "other")
+
+    return min([*codes, *[EXIT_INTERRUPTED] * stopped], key=rank, default=0)
 
 
 def run_search(
@@ -132,27 +166,29 @@ def run_search(
     spec = WorkerSpec(config, storage_url, study.study_name, data_dir, launch=launch_seed(replay),
                       queued_only=queued_only, total=total)
     budget, error = Budget(trials, None if timeout is None else timeout * 60, shared=plan.workers > 1), None
+    stop = Stop()
     print(plan, flush=True)
     with Monitor(study, first, trials, config.training.epochs, launch=spec.launch):
         if plan.workers == 1:
             (spec,) = place_workers(spec, 1, visible_gpus(), usable_cores())
             try:
-                with clean_stop():
-                    codes = [run_worker(spec, budget, split, storage)]
+                with clean_stop(stop=stop):
+                    codes = [run_worker(spec, budget, split, storage, stop)]
             except SearchError as exc:  # told after the summary, as the last line
                 error, codes = exc, [exc.exit_code]
         else:
             del split
-            codes = run_workers(spec, plan.workers, budget)  # each worker tells its own error
+            codes = run_workers(spec, plan.workers, budget, stop)  # each worker tells its own error
+    code = exit_code(codes, stop.signal is not None)
     try:
         with storage_failures(storage):
-            print(summary(study, spec, first, storage, time.monotonic() - start, codes, budget))
+            print(summary(study, spec, first, storage, time.monotonic() - start, codes, budget, stop.signal))
             save_study_note(study, config, storage)  # again, with what the search found so far
     except StorageUnavailable:
         if error is None and StorageUnavailable.exit_code not in codes:  # else it is told already
             raise
-    if error is not None:
+    if error is not None and error.exit_code == code:
         raise error
-    if stop_requested() and max(codes) == 0:  # the workers stopped before their first trial
-        return EXIT_INTERRUPTED
-    return max(codes)
+    if error is not None:  # a stop wins (``exit_code``): the error is told as a worker's own
+        print(f"error: {error}", file=sys.stderr)
+    return code

@@ -30,10 +30,7 @@ if TYPE_CHECKING:
     from search.tuning.storage import StudyStorage
 
 EXIT_INTERRUPTED = 130
-# Workers are forked from a server that has imported TensorFlow once (its runtime is not started
-# until a worker uses it): 4 workers start in about the time of one, and share those pages.
-CONTEXT = mp.get_context("forkserver")
-CONTEXT.set_forkserver_preload(["search.running._preload"])
+CONTEXT = mp.get_context("forkserver")  # what its server loads is set as workers start (``run_workers``)
 MAX_FAILURES_IN_A_ROW = 3  # failed trials, over all the workers of a command, that stop it
 
 
@@ -94,44 +91,47 @@ class Budget:
             return self._failures.value
 
 
-_stop_signal: str | None = None
+class Stop:
+    """The signal that asked one command to stop, if any: kept on this object, which the command
+    passes to what needs to know (its worker, its summary), as Optuna keeps its stop flag on the
+    study; never in the module, so that nothing of one call outlives it."""
 
-
-def stop_requested() -> str | None:
-    """The name of the signal that asked this process to stop, if any."""
-    return _stop_signal
+    def __init__(self) -> None:
+        self.signal: str | None = None
 
 
 @contextmanager
 def on_signals(
-    first: Callable[[int], None], second: Callable[[int], None], signals: tuple = STOP_SIGNALS
-) -> Iterator[None]:
-    """While inside, the first of ``signals`` is recorded and calls ``first``; later ones ``second``."""
-    global _stop_signal
-    _stop_signal = None
+    first: Callable[[int], None],
+    second: Callable[[int], None],
+    signals: tuple = STOP_SIGNALS,
+    stop: Stop | None = None,
+) -> Iterator[Stop]:
+    """While inside, the first of ``signals`` is recorded on ``stop`` (a new one if None, yielded)
+    and calls ``first``; later ones call ``second``. The handlers before are restored on leaving."""
+    stop = Stop() if stop is None else stop
     if threading.current_thread() is not threading.main_thread():  # only the main thread may
-        yield
+        yield stop
         return
 
     def handle(signum: int, frame: object) -> None:
-        global _stop_signal
-        if _stop_signal is None:
-            _stop_signal = signal.Signals(signum).name
+        if stop.signal is None:
+            stop.signal = signal.Signals(signum).name
             first(signum)
         else:
             second(signum)
 
     saved = {s: signal.signal(s, handle) for s in signals}
     try:
-        yield
+        yield stop
     finally:
         for s, handler in saved.items():
             signal.signal(s, handler)
 
 
-def clean_stop(signals: tuple = STOP_SIGNALS) -> AbstractContextManager[None]:
+def clean_stop(signals: tuple = STOP_SIGNALS, stop: Stop | None = None) -> AbstractContextManager[Stop]:
     """First signal: finish the running trial as FAIL and stop. Second: exit at once."""
-    return on_signals(lambda signum: None, lambda signum: os._exit(128 + signum), signals)
+    return on_signals(lambda signum: None, lambda signum: os._exit(128 + signum), signals, stop)
 
 
 @dataclass(frozen=True)
@@ -163,9 +163,13 @@ def launch_seed(replay: int | None = None) -> int:
 
 
 def run_worker(
-    spec: WorkerSpec, budget: Budget, split: Split | None = None, storage: StudyStorage | None = None
+    spec: WorkerSpec,
+    budget: Budget,
+    split: Split | None = None,
+    storage: StudyStorage | None = None,
+    stop: Stop | None = None,
 ) -> int:
-    """Run trials until the budget is spent or a stop is requested; return the exit code.
+    """Run trials until the budget is spent or ``stop`` names a signal; return the exit code.
 
     The in-process path (one worker) passes the split and the storage it already opened.
     """
@@ -189,18 +193,17 @@ def run_worker(
     for gpu in tf.config.list_physical_devices("GPU"):  # workers sharing a GPU share its memory
         tf.config.experimental.set_memory_growth(gpu, True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    config = spec.config
+    config, stop = spec.config, Stop() if stop is None else stop
     in_process = storage is not None  # the command's own worker: its errors are the command's
     split = split or load_split(spec.data_dir, config.data)
     storage = storage or open_storage(spec.storage_url, config.storage)
-    told_briefly(storage, prefix="" if in_process else f"worker {spec.index}: ")
     study = storage.load(spec.study_name)
     sampler_seed = derive_seed(config.seed, spec.launch, spec.index)  # distinct for every worker
     study.sampler = QueuedOnlySampler() if spec.queued_only else make_sampler(config.sampler, sampler_seed)
     study.pruner = make_pruner(config.pruner, config.training.epochs)
     objective = GuardedObjective(
         Objective(config, split, on_trial_end=TrialArtifacts(config.storage.artifacts),
-                  should_stop=stop_requested),
+                  should_stop=lambda: stop.signal),
         {"launch": spec.launch, "worker": spec.index, "sampler_seed": sampler_seed,
          "host": socket.gethostname(), "pid": os.getpid(), "device": spec.device},
         budget.record,
@@ -211,15 +214,16 @@ def run_worker(
     # every trial runs (clear_session, gc_after_trial), which then take ms, not 0.2 s.
     gc.collect()
     gc.freeze()
+    told = told_briefly(storage, prefix="" if in_process else f"worker {spec.index}: ")
     try:
-        with storage_failures(storage):
-            while not stop_requested() and not (spec.queued_only and _queue_empty(study, objective)):
+        with told, storage_failures(storage):
+            while not stop.signal and not (spec.queued_only and _queue_empty(study, objective)):
                 if not budget.take() or not objective.run_one(study):
                     break
                 objective.check(budget.max_failures)
     except Interrupted:
         pass
-    return EXIT_INTERRUPTED if stop_requested() else 0
+    return EXIT_INTERRUPTED if stop.signal else 0
 
 
 def _queue_empty(study: optuna.Study, objective: GuardedObjective) -> bool:
@@ -234,8 +238,8 @@ def _worker_process(spec: WorkerSpec, budget: Budget) -> None:
     if spec.gpu is not None:  # the forkserver imported TensorFlow; its devices start here
         os.environ["CUDA_VISIBLE_DEVICES"] = spec.gpu
     try:
-        with clean_stop((signal.SIGTERM,)):
-            sys.exit(run_worker(spec, budget))
+        with clean_stop((signal.SIGTERM,)) as stop:
+            sys.exit(run_worker(spec, budget, stop=stop))
     except SearchError as exc:
         print(f"worker {spec.index}: error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
@@ -277,11 +281,11 @@ def place_workers(base: WorkerSpec, workers: int, gpus: list[str], cores: int) -
     return [replace(base, index=i, threads=threads_per_worker(cores, workers)) for i in range(workers)]
 
 
-def run_workers(base: WorkerSpec, workers: int, budget: Budget) -> list[int]:
+def run_workers(base: WorkerSpec, workers: int, budget: Budget, stop: Stop) -> list[int]:
     """Run ``workers`` processes to the end and return their exit codes (128 + N if killed by N).
 
-    The first SIGINT or SIGTERM is passed on to them as SIGTERM (finish cleanly), a second as
-    SIGKILL (exit at once).
+    The first SIGINT or SIGTERM is recorded on ``stop`` and passed on to them as SIGTERM (finish
+    cleanly), a second as SIGKILL (exit at once).
     """
     processes: list[mp.Process] = []
 
@@ -293,9 +297,12 @@ def run_workers(base: WorkerSpec, workers: int, budget: Budget) -> list[int]:
                 else:
                     p.terminate()
 
-    with on_signals(lambda signum: forward(False), lambda signum: forward(True)):
+    # Forked from a server that has imported TensorFlow once (its runtime is not started until a
+    # worker uses it): 4 workers start in about the time of one, and share those pages.
+    CONTEXT.set_forkserver_preload(["search.running._preload"])
+    with on_signals(lambda signum: forward(False), lambda signum: forward(True), stop=stop):
         for spec in place_workers(base, workers, visible_gpus(), usable_cores()):
-            if stop_requested():
+            if stop.signal:
                 break
             process = CONTEXT.Process(
                 target=_worker_process, args=(spec, budget), name=f"worker-{spec.index}"

@@ -181,15 +181,18 @@ def _traceback_told(record: logging.LogRecord) -> bool:
     return True
 
 
-def told_briefly(storage: StudyStorage, prefix: str = "") -> None:
-    """In this worker process, stops and storage failures are one line, never a traceback: in
-    Optuna's "trial failed" warning, and in its heartbeat thread.
+@contextmanager
+def told_briefly(storage: StudyStorage, prefix: str = "") -> Iterator[None]:
+    """While inside, stops and storage failures are one line, never a traceback: in Optuna's
+    "trial failed" warning, and in its heartbeat thread. On leaving, both are as they were.
 
     A heartbeat that cannot be recorded (the storage unreachable past its reconnection, full,
     ...) ends the process at once with exit code 3 and one line (``prefix`` first): training on
     would be lost, as the trial goes stale and the fleet retries it elsewhere.
     """
-    optuna.logging.get_logger("optuna.study._optimize").addFilter(_traceback_told)
+    logger = optuna.logging.get_logger("optuna.study._optimize")
+    added = _traceback_told not in logger.filters  # an outer one keeps it
+    logger.addFilter(_traceback_told)
     previous = threading.excepthook
 
     def hook(args: threading.ExceptHookArgs) -> None:
@@ -201,3 +204,9 @@ def told_briefly(storage: StudyStorage, prefix: str = "") -> None:
         os._exit(error.exit_code)
 
     threading.excepthook = hook
+    try:
+        yield
+    finally:
+        threading.excepthook = previous
+        if added:
+            logger.removeFilter(_traceback_told)
