@@ -56,7 +56,7 @@ def test_a_terminal_gets_a_bar_with_the_best_trial_and_the_running_epochs(study:
     bar = text.rsplit("\r", 1)[-1]
     assert "2/6" in bar
     # the best of the whole study (trial 0, before this command), then this command's running trials
-    assert "best 0.7000 (trial 2); trial 4 epoch 2/3 val 0.5500; trial 5 epoch 1/3" in bar
+    assert "best by search 0.7000 (trial 2, unconfirmed); trial 4 epoch 2/3 val 0.5500; trial 5 epoch 1/3" in bar
     monitor.bar.close()
 
 
@@ -75,7 +75,7 @@ def test_a_log_file_gets_lines_and_a_status_line_but_no_redraws(study: optuna.St
     assert len(finished_lines(text)) == 2  # each finished trial once
     (status,) = [line for line in text.splitlines() if "trials finished" in line]
     assert "2/6 trials finished in 5.0 min, about 10 min left" in status
-    assert status.endswith("best 0.7000 (trial 2); trial 4 epoch 2/3 val 0.5500; trial 5 epoch 1/3")
+    assert status.endswith("best by search 0.7000 (trial 2, unconfirmed); trial 4 epoch 2/3 val 0.5500; trial 5 epoch 1/3")
 
 
 def test_the_thread_polls_and_the_exit_reports_the_last_trials(study: optuna.Study) -> None:
@@ -103,4 +103,4 @@ def test_a_real_terminal_gets_the_bar(study: optuna.Study) -> None:
     finally:
         os.close(master)
     text = b"".join(chunks).decode()
-    assert "\r" in text and "best 0.7000 (trial 2)" in text and "2/6" in text
+    assert "\r" in text and "best by search 0.7000 (trial 2, unconfirmed)" in text and "2/6" in text
