@@ -163,7 +163,8 @@ def test_racing_creators_with_different_configs_leave_one_definition(backend, re
             config = tmp_path / f"race{round}-{epochs}.yaml"
             config.write_text(yaml.safe_dump(tiny_raw(tmp_path, study_name=name, training={"epochs": epochs})))
             ready = tmp_path / f"ready{round}-{epochs}"
-            args = ["search", "--config", str(config), "--storage", url, "--data-dir", str(cifar_dir)]
+            args = ["search", "--config", str(config), "--storage", url, "--data-dir", str(cifar_dir),
+                    "--workers", "1"]  # in the process, where run_worker is stubbed
             racers.append((ready, subprocess.Popen([sys.executable, "-c", RACER, str(ready), str(gate), *args],
                                                    cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                                    text=True)))
