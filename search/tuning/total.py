@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 import uuid
+import warnings
 
 import optuna
 import sqlalchemy
@@ -41,8 +42,10 @@ TURNS = sqlalchemy.Table(
 
 def counted(trial: FrozenTrial) -> bool:
     """Whether the trial counts towards TOTAL: neither the baseline nor the retry of a lost trial."""
-    return (trial.user_attrs.get("baseline") is not True
-            and RetryHeartbeatStaleTrialCallback.retried_trial_number(trial) is None)
+    with warnings.catch_warnings():  # experimental in Optuna, which warns on every call: noise to a user
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retried = RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
+    return trial.user_attrs.get("baseline") is not True and retried is None
 
 
 def held(study: optuna.Study) -> int:
