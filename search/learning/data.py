@@ -239,3 +239,8 @@ def describe_data(fingerprint: Any) -> str:
         case {"images": int(count), "sha256": str(sha)} if sha.isalnum():
             return f"{count:,} images sha256 {sha[:12]}..."
     return json.dumps(fingerprint)
+
+
+def other_data(stored: Any, found: Any) -> str:
+    """``searched on other data (stored ..., DATA_DIR has ...)``: one wording for every command."""
+    return f"searched on other data (stored {describe_data(stored)}, DATA_DIR has {describe_data(found)})"

@@ -126,15 +126,15 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def check_data(export: Export, path: Path, found: dict[str, Any]) -> None:
     """That the training images are those the study searched on, as its export records."""
-    from search.learning.data import describe_data as described
+    from search.learning.data import other_data
 
     if export.data is None:
         print(f"warning: {path} records no training data (exported before it did, or the study "
               "never recorded any): DATA_DIR is not checked against the search's", file=sys.stderr)
     elif export.data.model_dump() != found:
         raise UsageError(
-            f"{path}: study {export.study_name!r} was searched on other data (stored "
-            f"{described(export.data.model_dump())}, DATA_DIR has {described(found)}); use the original data"
+            f"{path}: study {export.study_name!r} was {other_data(export.data.model_dump(), found)}; "
+            "use the original data"
         )
 
 

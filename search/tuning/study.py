@@ -15,7 +15,7 @@ from optuna.study import StudyDirection
 
 from search.base import config as cfg
 from search.base.errors import UsageError
-from search.learning.data import describe_data
+from search.learning.data import other_data
 from search.tuning.storage import StudyStorage
 
 PACKAGES = ("tensorflow", "keras", "optuna", "optuna-integration", "optuna-dashboard", "sqlalchemy")
@@ -191,8 +191,7 @@ def prepare_study(
         study.set_user_attr("data", data)
     elif data is not None and stored_data != data:
         raise UsageError(
-            f"study {name!r} was searched on other data (stored {describe_data(stored_data)}, DATA_DIR "
-            f"has {describe_data(data)}); use the original data or a new STUDY name"
+            f"study {name!r} was {other_data(stored_data, data)}; use the original data or a new STUDY name"
         )
     return study, False
 
