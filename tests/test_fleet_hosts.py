@@ -232,10 +232,10 @@ def test_three_hosts_survive_a_cut_link_a_killed_worker_and_a_database_restart(
     logs = [tmp_path / f"host{i}.err" for i in range(3)]
     folders = [tmp_path / f"host{i}" for i in range(3)]
 
-    def launch(host: int) -> subprocess.Popen:
+    def launch(host: int, trials: int = TOTAL) -> subprocess.Popen:
         folders[host].mkdir(exist_ok=True)
         with logs[host].open("a") as err:
-            return start_search(config, folders[host], pooled, TOTAL, 1, cifar_dir,
+            return start_search(config, folders[host], pooled, trials, 1, cifar_dir,
                                 wrapper=net.wrapper(host), extra=("--total", str(TOTAL)),
                                 stdout=subprocess.DEVNULL, stderr=err)
 
@@ -253,7 +253,8 @@ def test_three_hosts_survive_a_cut_link_a_killed_worker_and_a_database_restart(
         assert processes[0].wait(FINISH_SECONDS) in (0, 3)  # 3: it met the restart, said so, stopped
         # A later command (as a user would start) finishes what is left: stale trials retried.
         _wait_until_it_answers(pooled)
-        processes.append(launch(0))
+        # Its TRIALS counts the retries it runs too: room for all of them; TOTAL stops it.
+        processes.append(launch(0, trials=3 * TOTAL))
         assert processes[1].wait(CUT_NOTICED_SECONDS) == 3
         assert processes[3].wait(FINISH_SECONDS) == 0, logs[0].read_text()
     finally:

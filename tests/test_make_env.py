@@ -26,7 +26,10 @@ PASSED = [
 
 
 def make(target: str, *args: str, **env: str) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("SEARCH_") and k not in dict(PASSED)}
+    # as from a user's shell: no SEARCH_* of ours, nor an outer make's (``make test`` sets MAKELEVEL,
+    # which would turn "make:" into "make[1]:" and pass its flags down)
+    outer = {"MAKELEVEL", "MAKEFLAGS", "MFLAGS", *dict(PASSED)}
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SEARCH_") and k not in outer}
     return subprocess.run(
         ["make", "--no-print-directory", "-s", "-o", ".venv/.installed", f"PY={sys.executable}", target, *args],
         cwd=REPO, env={**clean, "PYTHONPATH": str(REPO), **env}, capture_output=True, text=True, timeout=120,

@@ -168,17 +168,31 @@ class GuardedObjective:
             )
 
 
-def _traceback_told(record: logging.LogRecord) -> bool:
-    """Optuna's "trial failed" warning with the traceback of what failed the trial; none where
-    that is told in one line anyway (a requested stop, a failing storage)."""
-    error = record.exc_info[1] if record.exc_info else None
-    if isinstance(error, (Interrupted, TrialTakenOver, *STORAGE_ERRORS)) or isinstance(
-        getattr(error, "__cause__", None), NoQueuedTrial
-    ):
-        record.exc_info = None
-    elif isinstance(error, TrialFailed) and error.__cause__ is not None:
-        record.exc_info = (type(error.__cause__), error.__cause__, error.__cause__.__traceback__)
-    return True
+class _FailedTrialsTold(logging.Filter):
+    """Optuna's two "trial failed" warnings, with the traceback of what failed the trial; none
+    where that is told in one line anyway (a failing storage), and neither warning for a trial a
+    requested stop ended (its own trial line says so, and the command's closing line)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stopped: set[str] = set()  # "Trial N": its second warning is dropped too
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        trial = " ".join(str(record.msg).split()[:2])  # "Trial N failed with ..."
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, Interrupted):
+            self.stopped.add(trial)
+            return False
+        if trial in self.stopped and "failed with value" in str(record.msg):
+            self.stopped.discard(trial)
+            return False
+        if isinstance(error, (TrialTakenOver, *STORAGE_ERRORS)) or isinstance(
+            getattr(error, "__cause__", None), NoQueuedTrial
+        ):
+            record.exc_info = None
+        elif isinstance(error, TrialFailed) and error.__cause__ is not None:
+            record.exc_info = (type(error.__cause__), error.__cause__, error.__cause__.__traceback__)
+        return True
 
 
 @contextmanager
@@ -191,8 +205,9 @@ def told_briefly(storage: StudyStorage, prefix: str = "") -> Iterator[None]:
     would be lost, as the trial goes stale and the fleet retries it elsewhere.
     """
     logger = optuna.logging.get_logger("optuna.study._optimize")
-    added = _traceback_told not in logger.filters  # an outer one keeps it
-    logger.addFilter(_traceback_told)
+    told = None if any(isinstance(f, _FailedTrialsTold) for f in logger.filters) else _FailedTrialsTold()
+    if told is not None:  # else an outer one tells them
+        logger.addFilter(told)
     previous = threading.excepthook
 
     def hook(args: threading.ExceptHookArgs) -> None:
@@ -208,5 +223,5 @@ def told_briefly(storage: StudyStorage, prefix: str = "") -> Iterator[None]:
         yield
     finally:
         threading.excepthook = previous
-        if added:
-            logger.removeFilter(_traceback_told)
+        if told is not None:
+            logger.removeFilter(told)
