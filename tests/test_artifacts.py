@@ -18,11 +18,12 @@ from optuna_dashboard import get_note
 from PIL import Image
 
 from search.base.config import parse_config
-from search.running.runner import run_search
+from search.running.runner import SearchRequest, run_search
 from search.testing import tiny_raw
 from search.tuning import artifacts
 from search.tuning._optuna_private import stored_graph_object
 from search.tuning.artifacts import STUDY_CURVES_ID, TrialArtifacts, plot_curves
+from search.tuning.storage import StorageOpener
 
 HISTORY = {
     "accuracy": [0.3, 0.5, 0.6, 0.7],
@@ -151,7 +152,7 @@ def test_an_interleaved_write_is_repaired(sqlite_url, monkeypatch):
 
 def test_a_search_saves_the_study_curves_and_each_trial_note(tmp_path, cifar_dir, sqlite_url):
     raw = tiny_raw(tmp_path, training={"epochs": 2, "batch_size": 50})
-    run_search(parse_config(raw, "tiny"), 3, storage_url=sqlite_url, data_dir=str(cifar_dir))
+    run_search(SearchRequest(parse_config(raw, 'tiny'), 3, StorageOpener(sqlite_url), data_dir=str(cifar_dir)))
     study = optuna.load_study(study_name="tiny", storage=sqlite_url)
     assert all(t.state == TrialState.COMPLETE for t in study.trials)
     figure = stored_figure(sqlite_url, study)

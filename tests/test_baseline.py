@@ -11,10 +11,10 @@ from optuna_dashboard import get_note
 
 from search.base.config import parse_config, shown_params
 from search.learning.data import load_split
-from search.running.runner import run_search
+from search.running.runner import SearchRequest, run_search
 from search.testing import start_search, tiny_raw
 from search.tuning.objective import Objective
-from search.tuning.storage import open_storage
+from search.tuning.storage import StorageOpener, open_storage
 from search.tuning.study import prepare_study
 
 POINT = {"l1": 0.0, "l2": 2e-4, "dropout": 0.3}  # not the default: ignoring it fails
@@ -46,7 +46,7 @@ def test_no_baseline_queues_nothing(tmp_path, sqlite_url):
 def test_the_baseline_trains_at_its_effective_values_and_is_reported(tmp_path, cifar_dir, sqlite_url, capsys):
     raw = tiny_raw(tmp_path, baseline=POINT, training={"epochs": 1, "batch_size": 50})
     config = parse_config(raw, "tiny")
-    assert run_search(config, trials=2, storage_url=sqlite_url, data_dir=str(cifar_dir)) == 0
+    assert run_search(SearchRequest(config, 2, StorageOpener(sqlite_url), data_dir=str(cifar_dir))) == 0
     out = capsys.readouterr().out
     assert "ran 2 trials in " in out and ": 2 complete\n" in out  # the baseline is one of them
     study = optuna.load_study(study_name="tiny", storage=sqlite_url)
@@ -66,7 +66,7 @@ def test_the_baseline_trains_at_its_effective_values_and_is_reported(tmp_path, c
     note = get_note(study)
     assert "**Baseline**: l1 0, l2 0.0002, dropout 0.3, the first trial" in note and line.strip() in note
 
-    assert run_search(config, trials=1, storage_url=sqlite_url, data_dir=str(cifar_dir)) == 0
+    assert run_search(SearchRequest(config, 1, StorageOpener(sqlite_url), data_dir=str(cifar_dir))) == 0
     assert [t.number for t in marked(sqlite_url)] == [0]  # a resumed study queues no second one
 
 

@@ -202,3 +202,20 @@ def test_when_no_study_can_be_chosen_the_error_lists_them(tmp_path, sqlite_url, 
         assert main([command, "--storage", sqlite_url, "--study", "c"]) == 2
         err = capsys.readouterr().err
         assert f"error: no study named 'c' in {sqlite_url}: it holds 'a study', 'b-study';" in err
+
+
+@pytest.mark.parametrize("command", [("worker", "--trials", "1"), ("confirm", "--top", "1", "--seeds", "1"),
+                                     ("export",), ("report",)])
+def test_a_command_opens_the_storage_once(command, monkeypatch, tmp_path, cifar_dir, sqlite_url):
+    """Picking the study, reading its config, running and summing up share one handle."""
+    from search.running import runner
+    from search.tuning import storage
+
+    add_study(sqlite_url, tmp_path, "tiny", ["complete"])
+    opened, real = [], storage.open_storage
+    monkeypatch.setattr(storage, "open_storage", lambda *a, **k: opened.append(a) or real(*a, **k))
+    monkeypatch.setattr(runner, "run_worker", lambda *a, **k: 0)  # what trials do is not the point
+    monkeypatch.chdir(tmp_path)  # export and report write there
+    data = ("--data-dir", str(cifar_dir)) if command[0] in ("worker", "confirm") else ()
+    assert main([command[0], "--storage", sqlite_url, *command[1:], *data]) == 0
+    assert len(opened) == 1

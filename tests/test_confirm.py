@@ -16,7 +16,7 @@ from search.interfaces.cli import main
 from search.results.confirm import confirm, confirm_seed
 from search.testing import add_trials, tiny_raw
 from search.tuning.compare import run_key
-from search.tuning.storage import open_storage
+from search.tuning.storage import StorageOpener, open_storage
 from search.tuning.study import prepare_study, stored_config
 
 BASELINE = {"l1": 0.0, "l2": 2e-4, "dropout": 0.3}
@@ -34,7 +34,7 @@ def test_confirm_runs_resumes_and_reruns_failures(config, sqlite_url, cifar_dir,
     storage = open_storage(sqlite_url, config.storage)
     study, _ = prepare_study(config, storage)
     add_trials(study, config, [0.5, 0.7, 0.6, 0.8, None])  # trial 0 is the baseline
-    assert confirm(sqlite_url, "tiny", top=2, seeds=2, data_dir=str(cifar_dir), runs=3) == 0
+    assert confirm(StorageOpener(sqlite_url), "tiny", top=2, seeds=2, data_dir=str(cifar_dir), runs=3) == 0
     out = capsys.readouterr().out
     assert "6 runs planned (3 configurations x 2 seeds), 0 done or under way, 6 queued now; " \
            "running 3 of the 6 waiting" in out
@@ -50,7 +50,7 @@ def test_confirm_runs_resumes_and_reruns_failures(config, sqlite_url, cifar_dir,
     rdb.set_trial_state_values(trial_id, TrialState.RUNNING)
     rdb.set_trial_state_values(trial_id, TrialState.FAIL)
 
-    assert confirm(sqlite_url, "tiny", top=2, seeds=2, workers=2, data_dir=str(cifar_dir)) == 0
+    assert confirm(StorageOpener(sqlite_url), "tiny", top=2, seeds=2, workers=2, data_dir=str(cifar_dir)) == 0
     out = capsys.readouterr().out
     assert "5 done or under way, 1 queued now; running 3 of the 3 waiting" in out
     assert "ran 3 confirmation runs" in out and re.search(r"^best \(confirmed\): (the baseline|search trial)", out, re.M) and "95% CI" in out
@@ -77,7 +77,7 @@ def test_confirm_runs_resumes_and_reruns_failures(config, sqlite_url, cifar_dir,
     assert companion.user_attrs["confirms"] == "tiny"
     assert "best (confirmed): " in get_note(storage.load("tiny"))
 
-    assert confirm(sqlite_url, "tiny", top=2, seeds=2, data_dir=str(cifar_dir)) == 0
+    assert confirm(StorageOpener(sqlite_url), "tiny", top=2, seeds=2, data_dir=str(cifar_dir)) == 0
     assert "6 done or under way, 0 queued now; running 0 of the 0 waiting" in capsys.readouterr().out
     assert len(storage.load("tiny.confirm").trials) == 7
 
@@ -109,4 +109,4 @@ def test_a_study_of_that_name_that_is_not_a_companion_is_refused(config, sqlite_
                                   training={"epochs": 2, "batch_size": 50}), "other")
     prepare_study(other, storage)  # a search someone named so, its baseline queued
     with pytest.raises(UsageError, match="does not hold the confirmations of 'tiny'"):
-        confirm(sqlite_url, "tiny", top=1, seeds=1, data_dir=str(cifar_dir))
+        confirm(StorageOpener(sqlite_url), "tiny", top=1, seeds=1, data_dir=str(cifar_dir))

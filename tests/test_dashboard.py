@@ -17,9 +17,9 @@ from optuna.artifacts import upload_artifact
 from search.base.config import parse_config
 from search.interfaces.cli import main
 from search.interfaces.dashboard import READ_ONLY, WRONG_HOST, Guard, allowed_hosts
-from search.running.runner import run_search
+from search.running.runner import SearchRequest, run_search
 from search.testing import REPO, SCREENSHOTS, tiny_raw
-from search.tuning.storage import artifact_store, open_storage
+from search.tuning.storage import StorageOpener, artifact_store, open_storage
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,7 @@ def searched(
     tmp = tmp_path_factory.mktemp("dashboard")
     raw = tiny_raw(tmp, study_name="browser-check", training={"epochs": 1, "batch_size": 50})
     url = f"sqlite:///{tmp / 'optuna.db'}"
-    run_search(parse_config(raw, "tiny"), 2, storage_url=url, data_dir=str(cifar_dir))
+    run_search(SearchRequest(parse_config(raw, 'tiny'), 2, StorageOpener(url), data_dir=str(cifar_dir)))
     return url, tmp / "artifacts"
 
 

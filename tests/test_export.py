@@ -18,7 +18,7 @@ from search.results.confirm import companion_config
 from search.results.export import export
 from search.results.report import write_reports
 from search.testing import add_trials, trial_distributions
-from search.tuning.storage import open_storage
+from search.tuning.storage import StorageOpener, open_storage
 from search.tuning.study import PACKAGES, prepare_study
 
 
@@ -30,7 +30,7 @@ def study(tiny_config: StudyConfig, sqlite_url: str) -> optuna.Study:
 
 
 def test_best_holds_what_retraining_needs(study, tiny_config, sqlite_url, tmp_path):
-    paths = export(sqlite_url, "tiny", root=tmp_path)
+    paths = export(StorageOpener(sqlite_url), "tiny", root=tmp_path)
     folder = tmp_path / "tiny"
     assert paths == [folder / "best.yaml", folder / "best.json"]
     best = yaml.safe_load((folder / "best.yaml").read_text())
@@ -79,7 +79,7 @@ def test_confirmations_rank_the_export_and_give_the_gain(study, tiny_config, sql
         companion.add_trial(create_trial(params=params, distributions=space, value=0.99,
                                          user_attrs=attrs))
 
-    export(sqlite_url, "tiny", top=5, root=tmp_path)
+    export(StorageOpener(sqlite_url), "tiny", top=5, root=tmp_path)
     best = yaml.safe_load((tmp_path / "tiny" / "best.yaml").read_text())
     assert best == json.loads((tmp_path / "tiny" / "best.json").read_text())
     assert (best["trial"], best["value"], best["confirmed"]) == (3, 0.6, True)  # not trial 4, nor 2
@@ -103,7 +103,7 @@ def test_confirmations_rank_the_export_and_give_the_gain(study, tiny_config, sql
     assert [t["trial"] for t in top["trials"]] == [3, 2, 0, 4]  # confirmed by mean, then the rest
     assert top["trials"][1]["confirmed"]["values"] == [0.60, 0.61] and top["trials"][3]["confirmed"] is None
 
-    (page,) = write_reports(sqlite_url, "tiny", root=tmp_path)  # the report shows the same
+    (page,) = write_reports(StorageOpener(sqlite_url), "tiny", root=tmp_path)  # the report shows the same
     text = page.read_text()
     assert "<h2>Baseline vs best</h2>" in text
     assert "<td>baseline</td><td>trial 0 (baseline)</td><td>0.5000</td><td>l1 off, l2 0.001, dropout 0.5</td>" \
@@ -115,14 +115,14 @@ def test_confirmations_rank_the_export_and_give_the_gain(study, tiny_config, sql
 
 def test_packages_are_those_the_study_ran_with(study, sqlite_url, tmp_path):
     study.set_user_attr("packages", {"tensorflow": "2.0.0-recorded"})  # not this environment's
-    export(sqlite_url, "tiny", root=tmp_path)
+    export(StorageOpener(sqlite_url), "tiny", root=tmp_path)
     assert yaml.safe_load((tmp_path / "tiny" / "best.yaml").read_text())["packages"] == {
         "tensorflow": "2.0.0-recorded"
     }
 
 
 def test_top_k_in_rank_order(study, sqlite_url, tmp_path):
-    export(sqlite_url, "tiny", top=5, root=tmp_path)
+    export(StorageOpener(sqlite_url), "tiny", top=5, root=tmp_path)
     top = yaml.safe_load((tmp_path / "tiny" / "top.yaml").read_text())
     assert [(t["rank"], t["trial"], t["value"]) for t in top["trials"]] == [
         (1, 2, 0.75),
@@ -136,7 +136,7 @@ def test_storage_password_is_masked(tiny_config, postgres_url, tmp_path):
     url = postgres_url.replace("postgres@", "postgres:s3cret-pw@")  # trust auth ignores it
     study, _ = prepare_study(tiny_config, open_storage(url, tiny_config.storage))
     add_trials(study, tiny_config, [0.5])
-    export(url, "tiny", top=2, root=tmp_path)
+    export(StorageOpener(url), "tiny", top=2, root=tmp_path)
     for path in (tmp_path / "tiny").iterdir():
         assert "s3cret-pw" not in path.read_text(), path
     assert yaml.safe_load((tmp_path / "tiny" / "best.yaml").read_text())["storage"].startswith(
@@ -198,5 +198,5 @@ def test_an_export_reads_back_as_written_whatever_the_study_name(name, tiny_conf
     config = tiny_config.model_copy(update={"study_name": name})
     study, _ = prepare_study(config, open_storage(sqlite_url, config.storage))
     add_trials(study, config, [0.5])
-    path = export(sqlite_url, name, root=tmp_path)[0]
+    path = export(StorageOpener(sqlite_url), name, root=tmp_path)[0]
     assert read_export(path).study_name == name == yaml.safe_load(path.read_text())["study_name"]

@@ -16,7 +16,7 @@ from search.interfaces.cli import main
 from search.results.export import export
 from search.results.report import PLOTLY_JS, write_reports
 from search.testing import add_trials  # trials without training
-from search.tuning.storage import artifact_store, open_storage
+from search.tuning.storage import StorageOpener, artifact_store, open_storage
 from search.tuning.study import prepare_study
 
 SECRET = "a file outside the tree, which no command may change\n"
@@ -53,23 +53,23 @@ def study(tiny_config, sqlite_url):
 @pytest.mark.parametrize("name", ["best.yaml", "best.json", "top.yaml", "top.json"])
 def test_export_replaces_a_planted_link(study, sqlite_url, tmp_path, outside, name):
     link = plant(tmp_path / "exports" / "tiny" / name, outside)
-    export(sqlite_url, "tiny", top=3, root=tmp_path / "exports")
+    export(StorageOpener(sqlite_url), "tiny", top=3, root=tmp_path / "exports")
     assert_replaced(link, outside)
     assert link.read_text().startswith("{" if name.endswith(".json") else "study_name: tiny")
 
 
 def test_report_replaces_a_planted_link_or_refuses_it(study, sqlite_url, tmp_path, outside):
     link = plant(tmp_path / "reports" / PLOTLY_JS, outside)
-    write_reports(sqlite_url, "tiny", root=tmp_path / "reports")
+    write_reports(StorageOpener(sqlite_url), "tiny", root=tmp_path / "reports")
     assert_replaced(link, outside)
     (tmp_path / "reports" / "tiny.html").unlink()
     page = plant(tmp_path / "reports" / "tiny.html", outside)
     with pytest.raises(UsageError, match="resolves outside"):  # names.inside: a page's own rule
-        write_reports(sqlite_url, "tiny", root=tmp_path / "reports")
+        write_reports(StorageOpener(sqlite_url), "tiny", root=tmp_path / "reports")
     assert page.is_symlink() and outside.read_text() == SECRET
     page.unlink()
     plant(page, tmp_path / "reports" / "other.html")  # a link inside the folder: replaced
-    write_reports(sqlite_url, "tiny", root=tmp_path / "reports")
+    write_reports(StorageOpener(sqlite_url), "tiny", root=tmp_path / "reports")
     assert not page.is_symlink() and not (tmp_path / "reports" / "other.html").exists()
 
 

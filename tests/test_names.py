@@ -15,7 +15,7 @@ from search.interfaces.cli import main
 from search.results.export import export
 from search.results.retrain import read_export, resolve_export
 from search.testing import add_trials, tiny_raw
-from search.tuning.storage import open_storage
+from search.tuning.storage import StorageOpener, open_storage
 from search.tuning.study import prepare_study
 
 BAD = [
@@ -129,7 +129,7 @@ def test_export_and_retrain_refuse_them_in_one_line(name, hostile_storage, tmp_p
     url, _ = hostile_storage
     monkeypatch.chdir(tmp_path)
     with pytest.raises(UsageError, match="study name"):
-        export(url, name, root=tmp_path / "exports")
+        export(StorageOpener(url), name, root=tmp_path / "exports")
     (tmp_path / "study.yaml").write_text(yaml.safe_dump(tiny_raw(tmp_path)))
     with pytest.raises(UsageError, match="study name"):
         resolve_export(tmp_path / "study.yaml", name)

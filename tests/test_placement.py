@@ -11,9 +11,9 @@ import pytest
 
 from search.base.errors import StorageUnavailable
 from search.running.layout import Plan
-from search.running.runner import exit_code, run_search, summary
+from search.running.runner import SearchRequest, exit_code, run_search, summary
 from search.running.workers import WorkerSpec, place_workers, visible_gpus
-from search.tuning.storage import open_storage
+from search.tuning.storage import StorageOpener, open_storage
 from search.tuning.study import prepare_study
 
 SMI = "GPU 0: NVIDIA H100 (UUID: GPU-aaa)\nGPU 1: NVIDIA H100 (UUID: GPU-bbb)\nGPU 2: NVIDIA H100 (UUID: GPU-ccc)\n"
@@ -119,7 +119,8 @@ def test_many_workers_exit_with_the_code_that_wins(stopped_by, code, monkeypatch
 
     no_trials(monkeypatch, 4)
     monkeypatch.setattr(runner, "run_workers", fake)
-    assert run_search(tiny_config, 4, 4, sqlite_url, data_dir=str(cifar_dir)) == code
+    request = SearchRequest(tiny_config, 4, StorageOpener(sqlite_url), workers=4, data_dir=str(cifar_dir))
+    assert run_search(request) == code
     out = capsys.readouterr().out
     assert "worker 0 was killed by SIGTERM" in out
     assert ("stopped by SIGTERM: no new trials were started" in out) == (stopped_by is not None)
@@ -136,11 +137,12 @@ def test_one_worker_follows_the_same_precedence(monkeypatch, tiny_config, sqlite
 
     no_trials(monkeypatch, 1)
     monkeypatch.setattr(runner, "run_worker", failing(None))
+    request = SearchRequest(tiny_config, 1, StorageOpener(sqlite_url), workers=1, data_dir=str(cifar_dir))
     with pytest.raises(StorageUnavailable):  # its code wins: the command tells it, as the last line
-        run_search(tiny_config, 1, 1, sqlite_url, data_dir=str(cifar_dir))
+        run_search(request)
     capsys.readouterr()
     monkeypatch.setattr(runner, "run_worker", failing("SIGINT"))
-    assert run_search(tiny_config, 1, 1, sqlite_url, data_dir=str(cifar_dir)) == 130  # a stop wins
+    assert run_search(request) == 130  # a stop wins
     out, err = capsys.readouterr()
     assert "stopped by SIGINT: no new trials were started" in out
     assert err.splitlines()[-1] == "error: STORAGE x: disk full, stopping"

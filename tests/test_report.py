@@ -18,7 +18,7 @@ from search.results.report import (
     write_reports,
 )
 from search.testing import add_trials
-from search.tuning.storage import open_storage
+from search.tuning.storage import StorageOpener, open_storage
 from search.tuning.study import prepare_study
 
 
@@ -30,7 +30,7 @@ def storage(tiny_config, sqlite_url):
 def test_page_has_every_plot_and_the_top_trials(tiny_config, storage, sqlite_url, tmp_path):
     values = [0.5, 0.6, None, 0.8, 0.55, 0.7, 0.65]
     add_trials(prepare_study(tiny_config, storage)[0], tiny_config, values)
-    (path,) = write_reports(sqlite_url, "tiny", top=3, root=tmp_path)
+    (path,) = write_reports(StorageOpener(sqlite_url), "tiny", top=3, root=tmp_path)
     assert path == tmp_path / "tiny.html"
     page = path.read_text()
     assert page.count('class="plotly-graph-div"') == len(PLOTS) == 5
@@ -54,21 +54,21 @@ def test_plotlyjs_written_once_beside_the_pages(tiny_config, storage, sqlite_url
     root.mkdir()
     stale = root / PLOTLY_JS
     stale.write_text("/* an older plotly.js */")
-    pages = [p.read_text() for p in write_reports(sqlite_url, root=root)]
+    pages = [p.read_text() for p in write_reports(StorageOpener(sqlite_url), root=root)]
     assert stale.read_text() == get_plotlyjs()  # replaced: it differed
     for page in pages:
         assert page.count(f'<script src="{PLOTLY_JS}"></script>') == 1  # relative: opens from disk
         assert "<script src=" not in page.replace(f'<script src="{PLOTLY_JS}">', "")
         assert get_plotlyjs()[:200] not in page and len(page) < 200_000  # no inlined copy
     os.utime(stale, ns=(0, 0))
-    write_reports(sqlite_url, "first", root=root)
+    write_reports(StorageOpener(sqlite_url), "first", root=root)
     assert stale.stat().st_mtime_ns == 0  # the same file: left alone
     assert sorted(p.name for p in root.iterdir()) == ["first.html", PLOTLY_JS, "second.html"]
 
 
 def test_too_few_trials_for_importances(tiny_config, storage, sqlite_url, tmp_path):
     add_trials(prepare_study(tiny_config, storage)[0], tiny_config, [0.5])
-    page = write_reports(sqlite_url, "tiny", root=tmp_path)[0].read_text()
+    page = write_reports(StorageOpener(sqlite_url), "tiny", root=tmp_path)[0].read_text()
     assert "Not enough complete trials to rank the hyperparameters" in page
     assert f"at least {MIN_TRIALS_FOR_IMPORTANCES}" in page
     assert page.count('class="plotly-graph-div"') == len(PLOTS) - 1
@@ -77,7 +77,7 @@ def test_too_few_trials_for_importances(tiny_config, storage, sqlite_url, tmp_pa
 def test_every_study_by_default(tiny_config, storage, sqlite_url, tmp_path):
     prepare_study(tiny_config, storage, "first")
     prepare_study(tiny_config, storage, "second")  # no trials at all: still a page
-    paths = write_reports(sqlite_url, root=tmp_path)
+    paths = write_reports(StorageOpener(sqlite_url), root=tmp_path)
     assert sorted(p.name for p in paths) == ["first.html", "second.html"]
     empty = (tmp_path / "second.html").read_text()
     assert "No complete trial yet" in empty and "plotly-graph-div" not in empty
@@ -85,9 +85,9 @@ def test_every_study_by_default(tiny_config, storage, sqlite_url, tmp_path):
 
 def test_unknown_study_and_empty_storage(storage, sqlite_url, tmp_path):
     with pytest.raises(UsageError, match="no studies"):
-        write_reports(sqlite_url, root=tmp_path)
+        write_reports(StorageOpener(sqlite_url), root=tmp_path)
     with pytest.raises(UsageError, match="no study named 'nope'"):
-        write_reports(sqlite_url, "nope", root=tmp_path)
+        write_reports(StorageOpener(sqlite_url), "nope", root=tmp_path)
     assert not tmp_path.joinpath("nope.html").exists()
 
 
@@ -107,5 +107,5 @@ def test_unwritable_reports_folder(tiny_config, storage, sqlite_url, tmp_path):
     add_trials(prepare_study(tiny_config, storage)[0], tiny_config, [0.5])
     (tmp_path / PLOTLY_JS).mkdir()  # something in the way
     with pytest.raises(UsageError, match=rf"{re.escape(str(tmp_path / PLOTLY_JS))}: cannot write \(Is a directory\)"):
-        write_reports(sqlite_url, "tiny", root=tmp_path)
+        write_reports(StorageOpener(sqlite_url), "tiny", root=tmp_path)
     assert not list(tmp_path.glob("*.html")) and not list(tmp_path.glob(".plotly*"))

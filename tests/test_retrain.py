@@ -19,8 +19,9 @@ from search.interfaces.cli import main
 from search.learning.data import load_test
 from search.results.export import export
 from search.results.retrain import describe_metrics, read_export, resolve_export, retrain
-from search.running.runner import run_search
+from search.running.runner import SearchRequest, run_search
 from search.testing import make_cifar_folder, tiny_raw
+from search.tuning.storage import StorageOpener
 
 OUTPUTS = {"model.keras", "history.json", "curves.png", "metrics.json"}
 
@@ -37,8 +38,8 @@ def best(tmp_path_factory: pytest.TempPathFactory, cifar_dir: Path) -> Path:
     """A real two-trial search (the baseline and one more) on the synthetic batches, exported."""
     tmp = tmp_path_factory.mktemp("retrain")
     url = f"sqlite:///{tmp / 'optuna.db'}"
-    run_search(parse_config(tiny_raw(tmp), "tiny"), 2, storage_url=url, data_dir=str(cifar_dir))
-    export(url, "tiny", root=tmp / "exports")
+    run_search(SearchRequest(parse_config(tiny_raw(tmp), 'tiny'), 2, StorageOpener(url), data_dir=str(cifar_dir)))
+    export(StorageOpener(url), "tiny", root=tmp / "exports")
     return tmp / "exports" / "tiny" / "best.yaml"
 
 

@@ -13,9 +13,9 @@ from search.base.errors import UsageError
 from search.interfaces.cli import main
 from search.learning.data import load_split
 from search.running import workers
-from search.running.runner import run_search
+from search.running.runner import SearchRequest, run_search
 from search.testing import make_cifar_folder, synthetic_images, tiny_raw, write_batch
-from search.tuning.storage import open_storage
+from search.tuning.storage import StorageOpener, open_storage
 from search.tuning.study import make_pruner, prepare_study
 
 ATTRS = {"n_params", "epochs_run", "best_epoch", "seconds_per_epoch", "last_train_accuracy",
@@ -28,7 +28,7 @@ def load(url, name="tiny"):
 
 def test_trials_are_persisted_and_a_second_run_resumes(tmp_path, cifar_dir, sqlite_url):
     config = parse_config(tiny_raw(tmp_path), "tiny")
-    assert run_search(config, trials=3, storage_url=sqlite_url, data_dir=str(cifar_dir)) == 0
+    assert run_search(SearchRequest(config, 3, StorageOpener(sqlite_url), data_dir=str(cifar_dir))) == 0
 
     study = load(sqlite_url)
     trials = study.trials
@@ -46,7 +46,7 @@ def test_trials_are_persisted_and_a_second_run_resumes(tmp_path, cifar_dir, sqli
         assert t.user_attrs["last_val_accuracy"] == t.intermediate_values[2]
     first = [(t.params, t.value, t.user_attrs) for t in trials]
 
-    assert run_search(config, trials=2, storage_url=sqlite_url, data_dir=str(cifar_dir)) == 0
+    assert run_search(SearchRequest(config, 2, StorageOpener(sqlite_url), data_dir=str(cifar_dir))) == 0
     study = load(sqlite_url)
     assert len(study.trials) == 5
     assert [(t.params, t.value, t.user_attrs) for t in study.trials[:3]] == first
@@ -62,7 +62,7 @@ def test_the_pruner_prunes_a_hopeless_trial(tmp_path, cifar_dir, sqlite_url):
     study, _ = prepare_study(config, open_storage(sqlite_url))
     study.enqueue_trial({"l1": 1e-6, "l2": 1e-6, "dropout": 0.0})
     study.enqueue_trial({"l1": 10.0, "l2": 1e-6, "dropout": 0.0})  # crushes every weight
-    run_search(config, trials=2, storage_url=sqlite_url, data_dir=str(cifar_dir))
+    run_search(SearchRequest(config, 2, StorageOpener(sqlite_url), data_dir=str(cifar_dir)))
     good, hopeless = load(sqlite_url).trials
     assert good.state == TrialState.COMPLETE
     assert hopeless.state == TrialState.PRUNED
@@ -74,7 +74,7 @@ def test_a_diverging_trial_is_pruned_with_its_reason(tmp_path, cifar_dir, sqlite
     raw["search_space"] = {"l1": {"value": 1e38}}  # the penalty overflows float32
     raw["baseline"] = None
     config = parse_config(raw, "tiny")
-    assert run_search(config, trials=1, storage_url=sqlite_url, data_dir=str(cifar_dir)) == 0
+    assert run_search(SearchRequest(config, 1, StorageOpener(sqlite_url), data_dir=str(cifar_dir))) == 0
     (trial,) = load(sqlite_url).trials
     assert trial.state == TrialState.PRUNED
     assert "diverged" in trial.user_attrs["stop_reason"]
@@ -82,11 +82,11 @@ def test_a_diverging_trial_is_pruned_with_its_reason(tmp_path, cifar_dir, sqlite
 
 def test_a_conflicting_config_is_refused_and_nothing_is_written(tmp_path, cifar_dir, sqlite_url):
     config = parse_config(tiny_raw(tmp_path), "tiny")
-    run_search(config, trials=1, storage_url=sqlite_url, data_dir=str(cifar_dir))
+    run_search(SearchRequest(config, 1, StorageOpener(sqlite_url), data_dir=str(cifar_dir)))
     before = load(sqlite_url)
     changed = parse_config(tiny_raw(tmp_path, data={"train_size": 300, "val_size": 100}), "tiny")
     with pytest.raises(UsageError, match="data.train_size: stored 400, config has 300"):
-        run_search(changed, trials=1, storage_url=sqlite_url, data_dir=str(cifar_dir))
+        run_search(SearchRequest(changed, 1, StorageOpener(sqlite_url), data_dir=str(cifar_dir)))
     after = load(sqlite_url)
     assert len(after.trials) == len(before.trials) == 1
     assert after.user_attrs == before.user_attrs
@@ -129,7 +129,7 @@ def test_a_study_from_before_data_was_recorded_records_it_on_resume(
 
 def test_seeds_differ_per_trial_and_are_recorded(tmp_path, cifar_dir, sqlite_url):
     config = parse_config(tiny_raw(tmp_path, training={"epochs": 1, "batch_size": 50}), "tiny")
-    run_search(config, trials=2, storage_url=sqlite_url, data_dir=str(cifar_dir))
+    run_search(SearchRequest(config, 2, StorageOpener(sqlite_url), data_dir=str(cifar_dir)))
     seeds = [t.user_attrs["seed"] for t in load(sqlite_url).trials]
     assert len(set(seeds)) == 2 and all(isinstance(s, int) for s in seeds)
     assert all(not math.isnan(t.user_attrs["seconds_per_epoch"]) for t in load(sqlite_url).trials)

@@ -21,7 +21,7 @@ from optuna.trial import TrialState
 from search.base.config import parse_config
 from search.results.export import export
 from search.testing import REPO, tiny_raw
-from search.tuning.storage import open_storage
+from search.tuning.storage import StorageOpener, open_storage
 from search.tuning.study import prepare_study
 
 DELAYS = [0.0, 0.4, 1.5, 4.0]  # seconds after the command handles signals
@@ -62,7 +62,7 @@ def setting(tmp_path, cifar_dir, sqlite_url):
                        "effective_params": config.search_space.effective(trial.params)}.items():
         trial.set_user_attr(key, value)
     study.tell(trial, 0.6)
-    (best, *_) = export(sqlite_url, "tiny", root=tmp_path / "exports")
+    (best, *_) = export(StorageOpener(sqlite_url), "tiny", root=tmp_path / "exports")
     data = ["--data-dir", str(cifar_dir)]
     return {
         "search": ["search", "--config", str(tmp_path / "long.yaml"), "--storage", sqlite_url,

@@ -12,7 +12,7 @@ import yaml
 from search.base.config import Storage
 from search.interfaces.cli import main
 from search.testing import tiny_raw
-from search.tuning.storage import mask, open_storage
+from search.tuning.storage import StorageOpener, mask, open_storage
 
 SECRET = "s3cret-pw"
 
@@ -102,13 +102,26 @@ def test_sqlite_waits_for_locks_and_uses_wal(sqlite_url):
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 30_000
 
 
-def test_heartbeats_and_retries_come_from_the_config(sqlite_url):
-    settings = Storage(heartbeat_interval=7, grace_period=23, max_retry=5)  # none of them defaults
-    storage = open_storage(sqlite_url, settings)
-    assert storage.rdb.get_heartbeat_interval() == 7 and storage.rdb.grace_period == 23
+def assert_heartbeat(storage, interval: int, grace: int, retries: int) -> None:
+    assert storage.rdb.get_heartbeat_interval() == interval and storage.rdb.grace_period == grace
     callback = storage.rdb.get_heartbeat_stale_trial_callback()
     assert isinstance(callback, optuna.storages.RetryHeartbeatStaleTrialCallback)
-    assert callback._max_retry == 5
+    assert callback._max_retry == retries
+
+
+def test_heartbeats_and_retries_come_from_the_config(sqlite_url):
+    settings = Storage(heartbeat_interval=7, grace_period=23, max_retry=5)  # none of them defaults
+    assert_heartbeat(open_storage(sqlite_url, settings), 7, 23, 5)
+
+
+def test_a_command_opens_its_storage_once_and_takes_the_studys_heartbeat_on_it(sqlite_url):
+    open_storage(sqlite_url)  # a storage with its tables, as a study's
+    opener = StorageOpener(sqlite_url)
+    assert not opener.opened
+    first = opener.open(read_only=True)  # picking the study, reading its config
+    again = opener.open(Storage(heartbeat_interval=7, grace_period=23, max_retry=5))  # running its trials
+    assert again is first and opener.opened
+    assert_heartbeat(again, 7, 23, 5)
 
 
 def test_mask_hides_passwords_even_in_unparsable_urls():

@@ -31,14 +31,14 @@ from search.results.export import export
 from search.results.report import render
 from search.results.retrain import run_label
 from search.running.progress import describe_trial as describe
-from search.running.runner import ran_line, run_search
+from search.running.runner import SearchRequest, ran_line, run_search
 from search.running.workers import Budget
 from search.testing import REPO, tiny_raw
 from search.tuning.artifacts import save_study_curves, study_curves, trial_note
 from search.tuning.compare import SEARCH_BEST, SEARCH_RANKING, outcome_lines
 from search.tuning.notes import save_study_note
 from search.tuning.objective import EpochPruningCallback, suggest
-from search.tuning.storage import open_storage
+from search.tuning.storage import StorageOpener, open_storage
 from search.tuning.study import prepare_study
 
 ON = CategoricalDistribution([True, False])
@@ -119,7 +119,7 @@ def test_every_view_shows_an_off_penalty_as_off(study, sqlite_url, tmp_path, mon
                                      "val_accuracy=0.3850 epochs=2")
     assert "l1=2.00e-05 l2=off dropout=0.30" in describe(study.trials[2])
     assert "l1 off" in outcome_lines(study)[0]
-    (best,) = export(sqlite_url, "views", root=tmp_path / "exports")[1:2]  # best.json
+    (best,) = export(StorageOpener(sqlite_url), "views", root=tmp_path / "exports")[1:2]  # best.json
     document = json.loads(best.read_text())
     assert document["params"] == {"l1": 2e-5, "l2": 0.0, "dropout": 0.3}
     assert document["baseline"]["params"] == BASE_POINT
@@ -167,7 +167,7 @@ def test_before_confirmation_every_view_says_best_by_search(study, sqlite_url, t
         f"{SEARCH_BEST}: trial 2, val_accuracy 0.4190 (l1 2e-05, l2 off, dropout 0.3); "
         "+0.0340 over the baseline",
     ]
-    best = yaml.safe_load(export(sqlite_url, "views", root=tmp_path)[0].read_text())
+    best = yaml.safe_load(export(StorageOpener(sqlite_url), "views", root=tmp_path)[0].read_text())
     assert (best["trial"], best["best_by"], best["gain"]["mean"]) == (2, SEARCH_BEST, 0.034)
     page = render(study, storage)
     assert f"<td>{SEARCH_BEST}</td><td>trial 2</td><td>0.4190</td>" in page
@@ -186,7 +186,7 @@ def test_after_confirmation_every_view_names_the_same_best_and_gain(study, sqlit
     assert lines[-1] == (f"{SEARCH_RANKING}: trial 2 0.4190, trial 3 0.4150, "
                          "trial 1 (baseline) 0.3850")
     assert not any(line.startswith(SEARCH_BEST) for line in lines)
-    best = json.loads(export(sqlite_url, "views", top=3, root=tmp_path)[1].read_text())
+    best = json.loads(export(StorageOpener(sqlite_url), "views", top=3, root=tmp_path)[1].read_text())
     assert (best["trial"], best["confirmed"], best["gain"]["mean"]) == (3, True, 0.028)
     assert (best["gain"]["low"], best["gain"]["high"]) == (round(expected["low"], 4), round(expected["high"], 4))
     assert [t["trial"] for t in best["confirmation"][SEARCH_RANKING]] == [2, 3, 1]
@@ -242,7 +242,7 @@ def test_values_reach_optuna_rounded(sqlite_url):
 
 def test_json_has_no_float32_noise(study, sqlite_url, tmp_path):
     make_confirmations(sqlite_url, study)
-    text = export(sqlite_url, "views", root=tmp_path)[1].read_text()
+    text = export(StorageOpener(sqlite_url), "views", root=tmp_path)[1].read_text()
     numbers = re.findall(r"-?\d+\.\d+(?:e-?\d+)?", text)
     assert numbers and all(len(n.split(".")[1]) <= 6 or "e" in n for n in numbers), numbers
 
@@ -261,7 +261,7 @@ def test_the_baseline_curve_is_dashed_and_named(study):
 
 def test_a_budget_that_ends_before_any_trial_says_so_in_one_sentence(tiny_config, sqlite_url, cifar_dir,
                                                                      capsys):
-    run_search(tiny_config, 3, storage_url=sqlite_url, data_dir=str(cifar_dir), timeout=1e-9)
+    run_search(SearchRequest(tiny_config, 3, StorageOpener(sqlite_url), data_dir=str(cifar_dir), timeout=1e-09))
     out = capsys.readouterr().out
     assert "ran no trials: the time budget (1e-09 min) ended before the first one started\n" in out
     assert "ended the search" not in out and not re.search(r": *$", out, re.M)

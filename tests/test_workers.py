@@ -19,11 +19,11 @@ from search.base.config import parse_config
 from search.base.seeds import derive_seed
 from search.interfaces.cli import main
 from search.running.progress import Monitor
-from search.running.runner import run_search, summary
+from search.running.runner import SearchRequest, run_search, summary
 from search.running.workers import Budget, WorkerSpec, launch_seed, place_workers
 from search.testing import REPO, start_search, tiny_raw
 from search.tuning import study as study_module
-from search.tuning.storage import open_storage
+from search.tuning.storage import StorageOpener, open_storage
 from search.tuning.study import prepare_study
 
 
@@ -84,7 +84,7 @@ def test_a_replayed_launch_samples_as_it_did(tmp_path, cifar_dir):
     sampled = []
     for name in ("first", "replayed"):  # the same (empty) history
         url = f"sqlite:///{tmp_path / name}.db"
-        assert run_search(config, 2, storage_url=url, data_dir=str(cifar_dir), replay=5) == 0
+        assert run_search(SearchRequest(config, 2, StorageOpener(url), data_dir=str(cifar_dir), replay=5)) == 0
         assert [t.user_attrs["launch"] for t in trials(url)] == [5, 5]
         sampled.append([t.params for t in trials(url)])
     assert sampled[0] == sampled[1]

@@ -12,11 +12,17 @@ import argparse
 import math
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from search.base.arguments import Parser, bounded, integer, positive
 from search.base.errors import SearchError, UsageError, stop_on_signals, stopped
 from search.base.names import check_name
 from search.learning.quiet import set_verbosity, verbose
+
+if TYPE_CHECKING:
+    from search.base.config import StudyConfig
+    from search.running.runner import SearchRequest
+    from search.tuning.storage import StorageOpener
 
 DEFAULT_CONFIG = "study_configs/cifar10.yaml"
 DEFAULT_URL = "sqlite:///storage/optuna.db"  # search.tuning.storage.DEFAULT_URL, which loads Optuna
@@ -190,94 +196,92 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _study_name(args: argparse.Namespace, command: str) -> str:
+def _study_name(args: argparse.Namespace, opener: StorageOpener, command: str) -> str:
     """STUDY, else the study CONFIG names, else the only or most recent one (said in one line)."""
     from search.base.config import load_config
     from search.tuning.pick import pick_study
-    from search.tuning.storage import open_storage
 
     name = args.study or (load_config(args.config).study_name if args.config else None)
-    name, note = pick_study(open_storage(args.storage, read_only=True), name, command)
+    name, note = pick_study(opener.open(read_only=True), name, command)
     if note:
         print(note, flush=True)
     return name
 
 
-def _trials(args: argparse.Namespace) -> int:
-    """This command's trials at most: TRIALS, else TOTAL (the study's own limit), else 20."""
-    return args.trials or args.total or 20
+def _request(
+    args: argparse.Namespace, opener: StorageOpener, config: StudyConfig, name: str | None
+) -> SearchRequest:
+    """The search that ``search`` and ``worker`` ask for; TRIALS, else TOTAL (the study's own
+    limit), else 20 trials at most."""
+    from search.running.runner import SearchRequest
+
+    return SearchRequest(config, args.trials or args.total or 20, opener, args.workers, name, args.data_dir,
+                         args.timeout, args.launch_seed, args.total)
 
 
-def _search(args: argparse.Namespace) -> int:
+def _search(args: argparse.Namespace, opener: StorageOpener) -> int:
     from search.base.config import load_config
     from search.running.runner import run_search
 
-    config = load_config(args.config)
-    return run_search(config, _trials(args), args.workers, args.storage, args.study, args.data_dir,
-                      args.timeout, args.launch_seed, total=args.total)
+    return run_search(_request(args, opener, load_config(args.config), args.study))
 
 
-def _worker(args: argparse.Namespace) -> int:
+def _worker(args: argparse.Namespace, opener: StorageOpener) -> int:
     from search.base.config import load_config
     from search.running.runner import run_search
-    from search.tuning.storage import open_storage
     from search.tuning.study import stored_config
 
-    name = _study_name(args, "worker")
-    storage = open_storage(args.storage, read_only=True)
-    config = load_config(args.config) if args.config else stored_config(storage, name)
-    return run_search(config, _trials(args), args.workers, args.storage, name, args.data_dir,
-                      args.timeout, args.launch_seed, total=args.total)
+    name = _study_name(args, opener, "worker")
+    config = load_config(args.config) if args.config else stored_config(opener.open(read_only=True), name)
+    return run_search(_request(args, opener, config, name))
 
 
-def _dashboard(args: argparse.Namespace) -> int:
+def _dashboard(args: argparse.Namespace, opener: StorageOpener) -> int:
     from search.base.config import load_config
     from search.interfaces.dashboard import serve
 
     artifacts = args.artifacts or load_config(args.config).storage.artifacts
-    return serve(
-        args.storage, artifacts, args.host, args.port, args.allow_writes, args.allowed_host
-    )
+    return serve(opener, artifacts, args.host, args.port, args.allow_writes, args.allowed_host)
 
 
-def _export(args: argparse.Namespace) -> int:
+def _export(args: argparse.Namespace, opener: StorageOpener) -> int:
     from search.results.export import export
 
-    name = _study_name(args, "export")
-    for path in export(args.storage, name, args.top):
+    name = _study_name(args, opener, "export")
+    for path in export(opener, name, args.top):
         print(f"wrote {path}")
     return 0
 
 
-def _confirm(args: argparse.Namespace) -> int:
+def _confirm(args: argparse.Namespace, opener: StorageOpener) -> int:
     from search.results.confirm import confirm
 
-    name = _study_name(args, "confirm")
-    return confirm(args.storage, name, args.top, args.seeds, args.workers, args.data_dir, args.runs)
+    name = _study_name(args, opener, "confirm")
+    return confirm(opener, name, args.top, args.seeds, args.workers, args.data_dir, args.runs)
 
 
-def _retrain(args: argparse.Namespace) -> int:
+def _retrain(args: argparse.Namespace, opener: StorageOpener) -> int:
     from search.learning.quiet import import_tensorflow
     from search.results.retrain import describe_metrics, resolve_export, retrain
 
     if args.config or args.study:
         path = resolve_export(args.config, args.study)
     else:
-        path = resolve_export(None, _study_name(args, "retrain"))
+        path = resolve_export(None, _study_name(args, opener, "retrain"))
     import_tensorflow()
     metrics = retrain(path, args.data_dir, args.full, args.seeds, baseline=not args.no_baseline)
     print(describe_metrics(metrics))
     return 0
 
 
-def _report(args: argparse.Namespace) -> int:
+def _report(args: argparse.Namespace, opener: StorageOpener) -> int:
     import optuna
 
     from search.results.report import write_reports
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # the plots' warnings repeat the page
-    name = _study_name(args, "report") if args.study or args.config else None  # else every study
-    for path in write_reports(args.storage, name, args.top):
+    name = _study_name(args, opener, "report") if args.study or args.config else None  # else every study
+    for path in write_reports(opener, name, args.top):
         print(f"wrote {path}")
     return 0
 
@@ -309,16 +313,19 @@ def _run(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     set_verbosity(args.verbose)  # before anything loads TensorFlow
     quiet_optuna()
+    from search.tuning.storage import StorageOpener, checkpoint
+
+    opener = StorageOpener(getattr(args, "storage", None))  # opened once, by the first step that needs it
     try:
-        return COMMANDS[args.command](args)
+        return COMMANDS[args.command](args, opener)
     except SearchError as exc:  # UsageError 2, StorageUnavailable 3, TrialsFailing 4
         if stopped():  # what a stop turned into on its way out
             raise
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     finally:
-        if args.command in WRITERS and "search.tuning.storage" in sys.modules:  # storage was used
-            sys.modules["search.tuning.storage"].checkpoint(args.storage)  # the file alone is whole
+        if args.command in WRITERS and opener.opened:
+            checkpoint(opener.url)  # the file alone is the whole database
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,11 +8,15 @@ import re
 import socket
 from collections.abc import Callable, Iterable
 from socketserver import ThreadingMixIn
+from typing import TYPE_CHECKING
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from search.base.errors import UsageError, one_line
 from search.base.names import shown
 from search.interfaces.dashboard_views import ConfirmationPages, ReadOnlyNotice
+
+if TYPE_CHECKING:
+    from search.tuning.storage import StorageOpener
 
 LOOPBACK = ("localhost", "127.0.0.1", "::1")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -124,7 +128,7 @@ def bind(host: str, port: int, app: Callable) -> WSGIServer:
 
 
 def serve(
-    storage_url: str | None,
+    opener: StorageOpener,
     artifacts: str,
     host: str,
     port: int,
@@ -135,12 +139,12 @@ def serve(
     is printed once the port is bound (port 0 takes a free one, named there), so what it says is true."""
     from optuna_dashboard import wsgi
 
-    from search.tuning.storage import artifact_store, open_storage
+    from search.tuning.storage import artifact_store
 
     if not 0 <= port <= 65535:
         raise UsageError(f"PORT {port}: not a TCP port (1-65535, or 0 for any free one)")
     allowed_hosts(host, port, extra_hosts)  # a bad --allowed-host stops us before storage is opened
-    storage = open_storage(storage_url, read_only=True)
+    storage = opener.open(read_only=True)
     app = ConfirmationPages(wsgi(storage.rdb, artifact_store=artifact_store(artifacts)), storage.rdb)
     guard = Guard(app if allow_writes else ReadOnlyNotice(app, READ_ONLY), frozenset(), allow_writes)
     server = bind(host, port, guard)

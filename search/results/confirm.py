@@ -26,7 +26,7 @@ from search.tuning.compare import (
     outcome_lines,
     run_key,
 )
-from search.tuning.storage import StudyStorage, open_storage
+from search.tuning.storage import StorageOpener, StudyStorage
 from search.tuning.study import prepare_study, stored_config
 
 TAKEN = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.WAITING, TrialState.RUNNING)
@@ -81,21 +81,21 @@ def _companion(
 
 
 def confirm(
-    storage_url: str | None,
+    opener: StorageOpener,
     study_name: str,
     top: int = 3,
     seeds: int = 3,
-    workers: int = 1,
+    workers: int | None = 1,
     data_dir: str | None = None,
     runs: int | None = None,
 ) -> int:
     """Run the missing confirmation runs (at most ``runs`` of them now); return the exit code."""
     from search.learning.data import load_split
-    from search.running.runner import run_search
+    from search.running.runner import SearchRequest, run_search
     from search.tuning.notes import save_study_note
 
-    config = stored_config(open_storage(storage_url, read_only=True), study_name)
-    storage = open_storage(storage_url, config.storage)
+    config = stored_config(opener.open(read_only=True), study_name)
+    storage = opener.open(config.storage)
     study = storage.load(study_name)
     if isinstance(confirmed := study.user_attrs.get(CONFIRMS), str):
         raise UsageError(f"study {study_name!r} holds the confirmations of {confirmed!r}: confirm that one")
@@ -119,8 +119,8 @@ def confirm(
           f"under way, {len(missing)} queued now; running {todo} of the {waiting} waiting", flush=True)
     code = 0
     if todo:
-        code = run_search(companion_cfg, todo, workers, storage_url, companion.study_name, data_dir,
-                          queued_only=True)  # another confirm at once shares the queue
+        code = run_search(SearchRequest(companion_cfg, todo, opener, workers, companion.study_name, data_dir,
+                                        queued_only=True))  # another confirm at once shares the queue
     else:
         print("\n".join(outcome_lines(study, storage)))
     save_study_note(study, config, storage)  # the search's note gets the confirmed figures

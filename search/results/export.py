@@ -33,7 +33,7 @@ from search.tuning.compare import (
     load_confirmations,
     trial_entry,
 )
-from search.tuning.storage import open_storage
+from search.tuning.storage import StorageOpener
 from search.tuning.study import stored_config
 
 CONFIRMED_BEST = "best by confirmed mean (fresh seeds, all epochs)"
@@ -97,11 +97,11 @@ def verdict(
 
 
 def export(
-    storage_url: str | None, study_name: str, top: int = 1, root: Path = EXPORTS
+    opener: StorageOpener, study_name: str, top: int = 1, root: Path = EXPORTS
 ) -> list[Path]:
     """Write ``best.yaml`` and ``.json`` (and ``top.*`` if ``top > 1``); return the paths."""
     folder = inside(root, study_name)
-    storage = open_storage(storage_url, read_only=True)
+    storage = opener.open(read_only=True)
     config = stored_config(storage, study_name)
     study = storage.load(study_name)
     runs = load_confirmations(storage, study_name)

@@ -40,7 +40,7 @@ from search.tuning.compare import (
     outcome_lines,
     trial_entry,
 )
-from search.tuning.storage import StudyStorage, open_storage
+from search.tuning.storage import StorageOpener, StudyStorage
 
 if TYPE_CHECKING:
     from plotly.graph_objects import Figure
@@ -184,7 +184,7 @@ def write_plotlyjs(root: Path) -> None:
 
 
 def write_reports(
-    storage_url: str | None, study_name: str | None = None, top: int = 10, root: Path = REPORTS
+    opener: StorageOpener, study_name: str | None = None, top: int = 10, root: Path = REPORTS
 ) -> list[Path]:
     """Write ``<root>/<study>.html`` for ``study_name``, or for every study in the storage.
 
@@ -193,7 +193,7 @@ def write_reports(
     """
     if study_name:
         inside(root, study_name, ".html")
-    storage = open_storage(storage_url, read_only=True)
+    storage = opener.open(read_only=True)
     names = [study_name] if study_name else optuna.get_all_study_names(storage.rdb)
     if not names:
         raise UsageError(f"STORAGE {storage.masked}: no studies to report on")

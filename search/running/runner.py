@@ -6,6 +6,7 @@ import signal
 import sys
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -32,7 +33,7 @@ from search.running.workers import (
 from search.tuning.compare import outcome_lines
 from search.tuning.faults import storage_failures
 from search.tuning.notes import save_study_note
-from search.tuning.storage import StudyStorage, check_artifact_folder, check_connection_room, open_storage
+from search.tuning.storage import StorageOpener, StudyStorage, check_artifact_folder, check_connection_room
 from search.tuning.study import prepare_study
 from search.tuning.total import held
 
@@ -127,45 +128,51 @@ def exit_code(codes: list[int], stopped: bool = False) -> int:
     return min([*codes, *[EXIT_INTERRUPTED] * stopped], key=rank, default=0)
 
 
-def run_search(
-    config: StudyConfig,
-    trials: int | None,
-    workers: int | None = 1,
-    storage_url: str | None = None,
-    study_name: str | None = None,
-    data_dir: str | None = None,
-    timeout: float | None = None,
-    replay: int | None = None,
-    *,
-    queued_only: bool = False,
-    total: int | None = None,
-) -> int:
-    """Run ``trials`` trials in all over ``workers`` processes (None: auto); return the exit code.
+@dataclass(frozen=True)
+class SearchRequest:
+    """One search as a command asked for it, built once (by the command line, or ``confirm``).
 
-    The number is capped at the trials and at what memory holds (``search.running.layout``). With
-    ``timeout`` (minutes), no trial starts after that time; the running ones finish.
-    ``replay``: the launch seed of an earlier command, to sample as it did (``--launch-seed``).
-    ``queued_only``: run only the queued trials, never sample one; stop when none is left.
-    ``total``: no trial starts once the study holds that many search trials (``--total``,
-    ``search.tuning.total``), whichever command or host started them.
+    ``trials``: this command's trials at most. ``workers``: processes (None: auto, capped at the
+    trials and at what memory holds, ``search.running.layout``). ``timeout`` (minutes): no trial
+    starts after it; running ones finish. ``replay``: an earlier command's launch seed, to sample
+    as it did (``--launch-seed``). ``total``: no trial starts once the study holds that many
+    search trials, from whichever command or host (``--total``, ``search.tuning.total``).
+    ``queued_only``: run only queued trials, never sample one; stop when none is left.
     """
+
+    config: StudyConfig
+    trials: int | None
+    storage: StorageOpener = field(default_factory=StorageOpener)
+    workers: int | None = 1
+    study_name: str | None = None
+    data_dir: str | None = None
+    timeout: float | None = None
+    replay: int | None = None
+    total: int | None = None
+    queued_only: bool = False
+
+
+def run_search(request: SearchRequest) -> int:
+    """Run the request's trials over its workers; return the exit code."""
+    config, trials, data_dir = request.config, request.trials, request.data_dir
     split = load_split(data_dir, config.data)  # bad data stops us before storage is touched
     check_artifact_folder(config.storage.artifacts)  # an artifact lost later is only recorded
-    storage = open_storage(storage_url, config.storage)
-    plan = plan_workers(workers, trials, usable_cores(), len(visible_gpus()), available_memory(),
+    storage = request.storage.open(config.storage)
+    plan = plan_workers(request.workers, trials, usable_cores(), len(visible_gpus()), available_memory(),
                         worker_bytes(config.data))
     check_connection_room(storage, plan.workers)
     with storage_failures(storage):
-        study, created = prepare_study(config, storage, study_name, split.fingerprint)
+        study, created = prepare_study(config, storage, request.study_name, split.fingerprint)
         config = config.model_copy(update={"study_name": study.study_name})
         if created:
             save_study_note(study, config, storage)
         # this command's trials: from the first one queued (a baseline, confirmation runs) or new
         waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
         first, start = min((t.number for t in waiting), default=len(study.trials)), time.monotonic()
-    spec = WorkerSpec(config, storage_url, study.study_name, data_dir, launch=launch_seed(replay),
-                      queued_only=queued_only, total=total)
-    budget, error = Budget(trials, None if timeout is None else timeout * 60, shared=plan.workers > 1), None
+    spec = WorkerSpec(config, request.storage.url, study.study_name, data_dir, launch=launch_seed(request.replay),
+                      queued_only=request.queued_only, total=request.total)
+    seconds = None if request.timeout is None else request.timeout * 60
+    budget, error = Budget(trials, seconds, shared=plan.workers > 1), None
     stop = Stop()
     print(plan, flush=True)
     with Monitor(study, first, trials, config.training.epochs, launch=spec.launch):

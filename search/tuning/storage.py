@@ -150,6 +150,39 @@ class StudyStorage:
         except KeyError:
             raise UsageError(f"no study named {study_name!r} in {self.masked}") from None
 
+    def use(self, settings: Storage) -> None:
+        """Take a study's heartbeat settings on this open storage: commands that read their config
+        from the study (``worker``, ``confirm``) open the storage before they know them."""
+        self.rdb.heartbeat_interval = settings.heartbeat_interval
+        self.rdb.grace_period = settings.grace_period
+        self.rdb.heartbeat_stale_trial_callback = self.rdb.failed_trial_callback = _retry(settings)
+
+
+class StorageOpener:
+    """One command's storage: its URL (None: ``DEFAULT_URL``), opened on first use and never
+    again, so that every step of the command (picking the study, reading its config, running
+    trials, writing the summary) shares one handle and one pool of connections. The command line
+    builds one per command and passes it down; nothing is opened before a step needs it, so bad
+    input found first (a data folder, say) leaves no new database behind."""
+
+    def __init__(self, url: str | None = None) -> None:
+        self.url = url
+        self._storage: StudyStorage | None = None
+
+    @property
+    def opened(self) -> bool:
+        """Whether a step of the command has opened the storage."""
+        return self._storage is not None
+
+    def open(self, settings: Storage | None = None, *, read_only: bool = False) -> StudyStorage:
+        """The storage, opened by the first call as ``open_storage`` opens it (``read_only``: no
+        file or tables made); later calls return the same one, taking ``settings``' heartbeat."""
+        if self._storage is None:
+            self._storage = open_storage(self.url, settings or Storage(), read_only=read_only)
+        elif settings is not None:
+            self._storage.use(settings)
+        return self._storage
+
 
 def check_artifact_folder(path: str | Path) -> None:
     """That the artifact folder exists or can be made, without making it (nothing is written yet)."""
@@ -342,6 +375,13 @@ def _check_sqlite_file(parsed: URL, shown: str, read_only: bool, default: bool) 
         raise UsageError(f"STORAGE {shown}: folder {database.parent} does not exist")
 
 
+def _retry(settings: Storage) -> optuna.storages.RetryHeartbeatStaleTrialCallback:
+    """A trial whose heartbeat went stale is failed and run again, ``max_retry`` times at most."""
+    with warnings.catch_warnings():  # experimental in Optuna since 2.8
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=settings.max_retry)
+
+
 def _rdb_storage(rendered: str, parsed: URL, settings: Storage, read_only: bool) -> optuna.storages.RDBStorage:
     """Optuna's storage on the URL. Of commands creating its tables at the same moment, those that
     lose the race ("already exists", a duplicate version stamp) try again and find them made."""
@@ -354,9 +394,7 @@ def _rdb_storage(rendered: str, parsed: URL, settings: Storage, read_only: bool)
                 engine_kwargs=_engine_kwargs(parsed),
                 heartbeat_interval=settings.heartbeat_interval,
                 grace_period=settings.grace_period,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                    max_retry=settings.max_retry
-                ),
+                heartbeat_stale_trial_callback=_retry(settings),
                 skip_table_creation=read_only,
             )
 
