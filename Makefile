@@ -46,21 +46,21 @@ test: $(VENV)/.dev-installed
 	$(PY) -m pytest -q -rs --durations=15 tests
 
 dashboard: setup
-	$(PY) -m search dashboard $(if $(filter 1,$(ALLOW_WRITES)),--allow-writes)
+	$(PY) -m search dashboard $(if $(filter 1,$(ALLOW_WRITES)),--allow-writes) $(V)
 
 export: setup
-	$(PY) -m search export
+	$(PY) -m search export $(V)
 
 # The TOP trials (default 3) and the baseline, SEEDS runs each (default 3), in <study>.confirm.
 confirm: setup
-	$(PY) -m search confirm
+	$(PY) -m search confirm $(V)
 
 # CONFIG=exports/<study>/best.yaml; a study config or STUDY means that study's best.yaml.
 retrain: setup
 	$(PY) -m search retrain $(if $(filter 1,$(FULL)),--full) $(V)
 
 report: setup
-	$(PY) -m search report
+	$(PY) -m search report $(V)
 
 # Speed, overhead, memory, pruning and storage figures (about 12 min on 2 cores); not in `test`.
 bench: setup

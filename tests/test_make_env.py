@@ -64,3 +64,10 @@ def test_sqlite_storage_from_the_environment_is_the_one_used(tmp_path):
 def test_a_shells_own_host_variable_never_reaches_the_dashboard():
     done = make("dashboard", "PORT=p", HOST="elsewhere.invalid")  # tcsh sets HOST
     assert refused(done, "'p'") and "elsewhere" not in done.stderr
+
+
+@pytest.mark.parametrize("target", ["search", "worker", "dashboard", "export", "confirm", "retrain", "report"])
+def test_verbose_reaches_every_command(target):
+    done = make(target, "-n", "VERBOSE=1")
+    assert done.returncode == 0 and f"-m search {target} " in done.stdout and "--verbose" in done.stdout, done
+    assert "--verbose" not in make(target, "-n").stdout
