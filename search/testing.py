@@ -1,7 +1,8 @@
 """Helpers that the tests and the benchmarks share (as ``optuna.testing`` does for Optuna).
 
 Synthetic CIFAR-10 batches in the canonical format, throwaway databases on a local server, tiny
-study configs, and a search launched through the real command line.
+study configs, a search launched through the real command line, a ``fit`` that plays given
+accuracies, and a TCP relay to take a database away.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -286,3 +288,72 @@ def pgbouncer(database_url: str, *, listen: str = "127.0.0.1", pool_size: int = 
                 process.kill()
                 process.wait()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def played_fit(accuracies: list[float], then: Exception | None = None):
+    """A ``fit`` that trains nothing: it plays ``accuracies`` as epochs through the callbacks it
+    is given (history, timer, pruning...), then raises ``then`` if any."""
+
+    def fit(model, train, val, training, epochs, callbacks, verbose=0):
+        for callback in callbacks:
+            callback.set_model(model)
+            callback.on_train_begin()
+        for epoch, accuracy in enumerate(accuracies):
+            logs = {"loss": 1.0, "accuracy": accuracy, "val_loss": 1.0, "val_accuracy": accuracy}
+            for callback in callbacks:
+                callback.on_epoch_begin(epoch)
+                callback.on_epoch_end(epoch, logs)
+        if then is not None:
+            raise then
+
+    return fit
+
+
+class Proxy:
+    """A TCP relay on loopback to the real server that can be taken down and brought back."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self._sockets: list[socket.socket] = []
+        self.port = 0  # the first listener takes a free port, bound with no gap; up() rebinds it
+        self.up()
+
+    def up(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", self.port), reuse_port=True)
+        self.port = self._listener.getsockname()[1]
+        threading.Thread(target=self._accept, args=(self._listener,), daemon=True).start()
+
+    def down(self) -> None:
+        """Close the listener and every relayed connection, as a server restart does."""
+        for s in [self._listener, *self._sockets]:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+        self._sockets.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.target)
+            self._sockets += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a: socket.socket, b: socket.socket) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass

@@ -22,7 +22,7 @@ from search.base.config import parse_config
 from search.base.errors import StorageUnavailable
 from search.interfaces.cli import main
 from search.learning.data import load_split
-from search.testing import REPO, tiny_raw
+from search.testing import REPO, played_fit, tiny_raw
 from search.tuning import objective as objective_module
 from search.tuning import storage as storage_module
 from search.tuning.faults import storage_failure, told_briefly
@@ -30,25 +30,6 @@ from search.tuning.objective import Objective
 from search.tuning.storage import LinkSafeArtifactStore, open_storage
 
 FULL = OSError(errno.ENOSPC, "No space left on device")
-
-
-def played_fit(accuracies: list[float], then: Exception | None = None):
-    """A ``fit`` that trains nothing: it plays ``accuracies`` as epochs through the callbacks it
-    is given (history, timer, pruning...), then raises ``then`` if any."""
-
-    def fit(model, train, val, training, epochs, callbacks, verbose=0):
-        for callback in callbacks:
-            callback.set_model(model)
-            callback.on_train_begin()
-        for epoch, accuracy in enumerate(accuracies):
-            logs = {"loss": 1.0, "accuracy": accuracy, "val_loss": 1.0, "val_accuracy": accuracy}
-            for callback in callbacks:
-                callback.on_epoch_begin(epoch)
-                callback.on_epoch_end(epoch, logs)
-        if then is not None:
-            raise then
-
-    return fit
 
 
 def trials_failing(*failing: int, accuracies=(0.3, 0.4)):

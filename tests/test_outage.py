@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 
@@ -12,58 +11,9 @@ import pytest
 import sqlalchemy
 
 from search.base.errors import StorageUnavailable
+from search.testing import Proxy
 from search.tuning import storage as storage_module
 from search.tuning.storage import open_storage
-
-
-class Proxy:
-    """A TCP relay on loopback to the real server that can be taken down and brought back."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        self._sockets: list[socket.socket] = []
-        self.port = 0  # the first listener takes a free port, bound with no gap; up() rebinds it
-        self.up()
-
-    def up(self) -> None:
-        self._listener = socket.create_server(("127.0.0.1", self.port), reuse_port=True)
-        self.port = self._listener.getsockname()[1]
-        threading.Thread(target=self._accept, args=(self._listener,), daemon=True).start()
-
-    def down(self) -> None:
-        """Close the listener and every relayed connection, as a server restart does."""
-        for s in [self._listener, *self._sockets]:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            s.close()
-        self._sockets.clear()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(self.target)
-            self._sockets += [client, server]
-            for a, b in ((client, server), (server, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(a: socket.socket, b: socket.socket) -> None:
-        try:
-            while data := a.recv(65536):
-                b.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (a, b):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
 
 @pytest.fixture
