@@ -7,9 +7,11 @@ speed: the test waits until the trial is running before it sends anything.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -68,3 +70,33 @@ def test_a_second_signal_exits_at_once():
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 128 + signal.SIGINT
     assert done.stdout == "first: SIGINT\n"  # the first only asked to stop; the second ended it
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_to_the_process_group_as_the_workers_start_is_one_line(signum, tmp_path, cifar_dir, sqlite_url):
+    """A terminal sends Ctrl-C to the whole process group, Slurm a SIGTERM: sent as the workers'
+    server starts, the command stops in one line, exit 130, without a traceback (the server
+    ignores Ctrl-C from its first instruction; one that SIGTERM ended is a stop, not an error)."""
+    raw = tiny_raw(tmp_path, data={"train_size": 100, "val_size": 50}, baseline=None,
+                   training={"epochs": 500, "batch_size": 50})
+    process = start_search(raw, tmp_path, sqlite_url, 4, 2, cifar_dir, text=True, start_new_session=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while not any("forkserver" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
+                  for pid in children(process.pid)):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.05)
+    os.killpg(process.pid, signum)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 130, output
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output, output
+    assert [line for line in output.splitlines() if line.startswith("stopped by")] == [
+        f"stopped by {signal.Signals(signum).name}: no new trials were started"], output
+
+
+def children(pid: int) -> list[int]:
+    """The process's children, from /proc (none once it has ended)."""
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
+from multiprocessing import forkserver
 from typing import TYPE_CHECKING
 
 from search.base.config import StudyConfig
@@ -281,6 +282,18 @@ def place_workers(base: WorkerSpec, workers: int, gpus: list[str], cores: int) -
     return [replace(base, index=i, threads=threads_per_worker(cores, workers)) for i in range(workers)]
 
 
+def _start_server() -> None:
+    """Start the workers' server with Ctrl-C ignored from its first instruction: a terminal sends
+    Ctrl-C to the whole process group, and a server still starting would die of it (the command
+    passes stops on to its workers itself). The ignored disposition is inherited; this process's
+    own handler is back as soon as the server is spawned."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        forkserver.ensure_running()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def run_workers(base: WorkerSpec, workers: int, budget: Budget, stop: Stop) -> list[int]:
     """Run ``workers`` processes to the end and return their exit codes (128 + N if killed by N).
 
@@ -301,14 +314,22 @@ def run_workers(base: WorkerSpec, workers: int, budget: Budget, stop: Stop) -> l
     # worker uses it): 4 workers start in about the time of one, and share those pages.
     CONTEXT.set_forkserver_preload(["search.running._preload"])
     with on_signals(lambda signum: forward(False), lambda signum: forward(True), stop=stop):
+        _start_server()
         for spec in place_workers(base, workers, visible_gpus(), usable_cores()):
             if stop.signal:
                 break
             process = CONTEXT.Process(
                 target=_worker_process, args=(spec, budget), name=f"worker-{spec.index}"
             )
-            process.start()
+            try:
+                process.start()
+            except (EOFError, OSError):
+                if not stop.signal:
+                    raise
+                break  # the server ended with the stop (a SIGTERM to the whole group, as Slurm sends)
             processes.append(process)
+            if stop.signal:  # it came while this worker started (the server loads for seconds)
+                forward(kill=False)
         for p in processes:
             p.join()
     return [128 - p.exitcode if p.exitcode < 0 else p.exitcode for p in processes]
