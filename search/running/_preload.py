@@ -1,6 +1,6 @@
 """What the workers' server process loads once, before it forks them (``search.running.workers``)."""
 
-# The server ignores Ctrl-C from its start (``search.running.workers._start_server``).
+# The server holds Ctrl-C blocked from its start (``search.running.workers._start_server``).
 from search.learning.quiet import import_tensorflow
 
 import_tensorflow()  # first: TensorFlow's start-up lines stay off stderr (``search.learning.quiet``)

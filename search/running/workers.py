@@ -283,15 +283,15 @@ def place_workers(base: WorkerSpec, workers: int, gpus: list[str], cores: int) -
 
 
 def _start_server() -> None:
-    """Start the workers' server with Ctrl-C ignored from its first instruction: a terminal sends
+    """Start the workers' server with Ctrl-C blocked from its first instruction: a terminal sends
     Ctrl-C to the whole process group, and a server still starting would die of it (the command
-    passes stops on to its workers itself). The ignored disposition is inherited; this process's
-    own handler is back as soon as the server is spawned."""
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    passes stops on to its workers itself). The mask is inherited; here a Ctrl-C meanwhile is
+    held, not lost, until the server is spawned."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         forkserver.ensure_running()
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def run_workers(base: WorkerSpec, workers: int, budget: Budget, stop: Stop) -> list[int]:
