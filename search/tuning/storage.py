@@ -167,21 +167,21 @@ class StorageOpener:
 
     def __init__(self, url: str | None = None) -> None:
         self.url = url
-        self._storage: StudyStorage | None = None
+        self._handle: StudyStorage | None = None
 
     @property
     def opened(self) -> bool:
         """Whether a step of the command has opened the storage."""
-        return self._storage is not None
+        return self._handle is not None
 
     def open(self, settings: Storage | None = None, *, read_only: bool = False) -> StudyStorage:
         """The storage, opened by the first call as ``open_storage`` opens it (``read_only``: no
         file or tables made); later calls return the same one, taking ``settings``' heartbeat."""
-        if self._storage is None:
-            self._storage = open_storage(self.url, settings or Storage(), read_only=read_only)
+        if self._handle is None:
+            self._handle = open_storage(self.url, settings or Storage(), read_only=read_only)
         elif settings is not None:
-            self._storage.use(settings)
-        return self._storage
+            self._handle.use(settings)
+        return self._handle
 
 
 def check_artifact_folder(path: str | Path) -> None:
