@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 
 import optuna
 import pytest
@@ -186,6 +187,36 @@ def capped(real_prepare):
         return study, created
 
     return prepare
+
+
+def test_a_storage_error_that_passes_at_once_leaves_the_trial_to_be_retried(monkeypatch, tmp_path, cifar_dir,
+                                                                             sqlite_url, capsys):
+    """A database restart inside a trial: the storage fails once, then answers again at once. The
+    trial is not recorded FAIL, which no worker would retry: it stays RUNNING until its heartbeat
+    is stale, and the next command runs it again."""
+    raw = tiny_raw(tmp_path, data={"train_size": 100, "val_size": 50}, baseline=None,
+                   storage={"artifacts": str(tmp_path / "artifacts"), "heartbeat_interval": 1, "grace_period": 2})
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(raw))
+    args = ["search", "--config", str(tmp_path / "study.yaml"), "--storage", sqlite_url,
+            "--data-dir", str(cifar_dir), "--workers", "1", "--trials"]
+    calls = iter(range(1000))
+
+    def fit(*args, **kwargs):
+        restart = optuna.exceptions.StorageInternalError("terminating connection due to administrator command")
+        return played_fit([0.3, 0.4], then=restart if next(calls) == 1 else None)(*args, **kwargs)
+
+    monkeypatch.setattr(objective_module, "fit", fit)
+    assert main([*args, "3"]) == 3
+    assert error_lines(capsys.readouterr().err) == [
+        f"error: STORAGE {sqlite_url}: the server ended the connection, stopping "
+        "(terminating connection due to administrator command)"]
+    assert [t.state for t in load(sqlite_url)] == [TrialState.COMPLETE, TrialState.RUNNING]
+
+    time.sleep(2.5)  # past the grace period: the trial's heartbeat is stale
+    assert main([*args, "1"]) == 0
+    first, lost, retry = load(sqlite_url)
+    assert (first.state, lost.state, retry.state) == (TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE)
+    assert retry.system_attrs["failed_trial"] == lost.number and retry.params == lost.params
 
 
 def test_a_full_disk_is_told_as_such(cli_args, sqlite_url):

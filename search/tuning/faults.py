@@ -78,6 +78,13 @@ class TrialTakenOver(Exception):
     grace period, and its retry runs elsewhere); the worker leaves it as it is and goes on."""
 
 
+class _StorageFailedInTrial(BaseException):
+    """A failing storage inside a trial, carried past Optuna's ``_run_trial`` (which catches
+    ``Exception``) so that Optuna records nothing more of the trial. Had it recorded a FAIL once
+    the storage answered again (a restarted server), no worker would ever retry the trial; left
+    RUNNING, its heartbeat goes stale and a worker retries it (``max_retry``)."""
+
+
 class QueuedTwice(NoQueuedTrial):
     """A queued trial that an earlier one duplicates (``queued_before``): left FAIL, untrained."""
 
@@ -87,7 +94,8 @@ class GuardedObjective:
 
     ``attrs`` are recorded first, so that even a trial that fails at once says whose it is. An
     unexpected error fails only its trial (user attr ``fail_reason``, then ``TrialFailed`` for
-    Optuna's ``catch``); a failing storage and a requested stop are raised as they are.
+    Optuna's ``catch``); a requested stop is raised as it is, and a failing storage past Optuna
+    (``_StorageFailedInTrial``), then by ``run_one`` as it is.
     ``record(failed)`` counts finished trials and returns how many in a row have failed.
     """
 
@@ -118,8 +126,8 @@ class GuardedObjective:
         except optuna.TrialPruned:
             self.failures_in_a_row = self.record(False)
             raise
-        except STORAGE_ERRORS:
-            raise
+        except STORAGE_ERRORS as exc:
+            raise _StorageFailedInTrial from exc
         except optuna.exceptions.UpdateFinishedTrialError as exc:
             self.taken_over = (f"trial {trial.number} was failed as stale by another worker while this one "
                                "stalled past the grace period; left as it is, going on")
@@ -143,8 +151,11 @@ class GuardedObjective:
         self.taken_over = None
         if self.cap is not None and not self.cap.admit(study):
             return False
+        lost: BaseException | None = None
         try:
             study.optimize(self, n_trials=1, gc_after_trial=True, catch=(TrialFailed,))
+        except _StorageFailedInTrial as exc:  # the trial stays RUNNING, to be retried
+            lost = exc.__cause__
         except ValueError:  # Optuna's "Cannot tell a FAIL trial": it is no longer this worker's
             if self.taken_over is None:
                 raise
@@ -157,6 +168,8 @@ class GuardedObjective:
             if self.cap is not None:  # no trial came to be: the storage failed (else the turn
                 with suppress(*STORAGE_ERRORS):  # is taken back after TURN_SECONDS), a stop
                     self.cap.release()
+        if lost is not None:
+            raise lost
         return True
 
     def check(self, limit: int) -> None:
