@@ -2,7 +2,8 @@
 
 No test waits for a grace period to pass: a dead worker's trial is a RUNNING trial whose heartbeat
 row is set far in the past (through Optuna's RDB model, the only handle on it), so nothing
-depends on how fast a trial runs or how long a heartbeat takes to go stale.
+depends on how fast a trial runs or how long a heartbeat takes to go stale. The live worker plays
+its epochs (``played_fit``): which trial it runs is the point, not the training.
 """
 
 from __future__ import annotations
@@ -17,12 +18,18 @@ from optuna.trial import TrialState
 
 from search.base.config import StudyConfig, parse_config
 from search.running.workers import Budget, WorkerSpec, run_worker
-from search.testing import tiny_raw
+from search.testing import played_fit, tiny_raw
+from search.tuning import objective as objective_module
 from search.tuning.objective import suggest
 from search.tuning.storage import StudyStorage, open_storage
 from search.tuning.study import prepare_study
 
 BACKENDS = ["sqlite_url", "postgres_url", "mysql_url"]
+
+
+@pytest.fixture(autouse=True)
+def played(monkeypatch):
+    monkeypatch.setattr(objective_module, "fit", played_fit([0.5]))
 
 
 def dead_workers_trial(study: optuna.Study, storage: StudyStorage, config: StudyConfig) -> int:

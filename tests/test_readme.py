@@ -7,8 +7,9 @@ train 1 epoch on 100 / 50 synthetic images, and the default storage (``storage/o
 
 - any ``DATA_DIR=...`` names the synthetic folder, as does the environment for lines without one
   (the test cannot download CIFAR-10);
-- ``TRIALS`` above ``MAX_TRIALS``, ``SEEDS`` and ``WORKERS`` above ``MAX_RUNS`` become those: the
-  counts change nothing in the flow;
+- ``TRIALS`` above ``MAX_TRIALS``, ``SEEDS`` and ``WORKERS`` above ``MAX_RUNS`` become those, and
+  ``confirm`` without ``SEEDS`` runs ``MAX_RUNS`` seeds, not its default 3: the counts change
+  nothing in the flow;
 - ``my-study`` (the docs' placeholder) becomes ``MY_STUDY``, a study the lines before ran;
 - ``PORT`` is 0 (the environment's ``PORT``): the dashboard takes a free port and prints it;
   ``make`` is told that ``.venv`` is set up.
@@ -36,7 +37,7 @@ import yaml
 
 from search.testing import REPO, make_cifar_folder
 
-MAX_TRIALS = 3
+MAX_TRIALS = 2
 MAX_RUNS = 2
 MY_STUDY = "cifar10-smoke"
 NOISE = ("absl", "cuInit", "oneDNN", "cudart", "I0000", "E0000", "W0000")  # TensorFlow's C++ lines
@@ -92,6 +93,8 @@ def as_run(line: str, data: Path) -> list[str]:
         elif name in ("SEEDS", "WORKERS"):
             value = str(min(int(value), MAX_RUNS))
         changed.append(f"{name}={value.replace('my-study', MY_STUDY)}" if assigns else word)
+    if words[1] == "confirm" and not any(word.startswith("SEEDS=") for word in words):
+        changed.append(f"SEEDS={MAX_RUNS}")
     return ["make", "-f", str(REPO / "Makefile"), "-o", ".venv/.installed", f"PY={sys.executable}",
             *changed]
 
