@@ -212,7 +212,7 @@ def test_a_storage_error_that_passes_at_once_leaves_the_trial_to_be_retried(monk
         "(terminating connection due to administrator command)"]
     assert [t.state for t in load(sqlite_url)] == [TrialState.COMPLETE, TrialState.RUNNING]
 
-    time.sleep(2.5)  # past the grace period: the trial's heartbeat is stale
+    time.sleep(3.5)  # past the grace period (2 s; SQLite keeps whole seconds): the heartbeat is stale
     assert main([*args, "1"]) == 0
     first, lost, retry = load(sqlite_url)
     assert (first.state, lost.state, retry.state) == (TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE)

@@ -19,12 +19,14 @@ import pytest
 import sqlalchemy
 import yaml
 
+from search.base.config import parse_config
 from search.base.errors import UsageError
 from search.interfaces.cli import main
 from search.testing import REPO, Proxy, pgbouncer, played_fit, tiny_raw, unavailable
 from search.tuning import objective as objective_module
 from search.tuning import storage as storage_module
 from search.tuning.storage import check_connection_room, open_storage
+from search.tuning.study import prepare_study
 from search.tuning.total import TOTAL_MAX, TrialCap, counted
 
 
@@ -187,6 +189,28 @@ def test_commands_started_together_never_take_the_study_past_its_total(backend, 
     storage = open_storage(url)
     assert not TrialCap(storage, "tiny", 7).admit(storage.load("tiny"))  # a later command starts none
     assert TrialCap(storage, "tiny", 8).admit(storage.load("tiny"))
+    storage.rdb.engine.dispose()
+
+
+def test_a_full_study_still_retries_a_lost_workers_trial(tmp_path, sqlite_url) -> None:
+    """TOTAL 2, held by a finished trial and a RUNNING one whose worker died: the next command
+    fails the stale one and is admitted to run its retry (it counts as the trial it replaces)."""
+    raw = tiny_raw(tmp_path, baseline=None,
+                   storage={"artifacts": str(tmp_path / "a"), "heartbeat_interval": 1, "grace_period": 2})
+    config = parse_config(raw, "tiny")
+    storage = open_storage(sqlite_url, config.storage)
+    study, _ = prepare_study(config, storage)
+    study.tell(study.ask({"x": optuna.distributions.FloatDistribution(0, 1)}), 0.5)
+    lost = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    storage.rdb.record_heartbeat(storage.rdb.get_trial_id_from_study_id_trial_number(
+        storage.rdb.get_study_id_from_name("tiny"), lost.number))
+    time.sleep(3.5)  # past the grace period (2 s; SQLite keeps whole seconds): its heartbeat is stale
+    cap = TrialCap(storage, "tiny", 2)
+    assert cap.admit(study)
+    cap.release()
+    trials = study.get_trials(deepcopy=False)
+    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "WAITING"]
+    assert trials[2].system_attrs["failed_trial"] == lost.number and sum(counted(t) for t in trials) == 2
     storage.rdb.engine.dispose()
 
 

@@ -64,11 +64,15 @@ class TrialCap:
 
     def admit(self, study: optuna.Study) -> bool:
         """Take the study's turn and keep it if another trial may start; False (the turn handed
-        on) once the study holds ``total`` and none is queued."""
+        on) once the study holds ``total`` and none is queued. Stale trials (their worker lost)
+        are failed first, and their retries queued: a full study still runs them."""
         if not self._table_made:
             _create_table(self.storage.rdb.engine)
             self._table_made = True
         self._take()
+        with warnings.catch_warnings():  # experimental in Optuna since 2.9
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)  # a lost worker's trial: queued again, then run
         trials = study.get_trials(deepcopy=False)
         if sum(counted(t) for t in trials) < self.total or any(t.state == TrialState.WAITING for t in trials):
             return True
