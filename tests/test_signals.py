@@ -18,6 +18,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from search.base.errors import Stopped, stop_on_signals, stopped, stops_told_once
 from search.testing import REPO, start_search, tiny_raw, wait_for_running
 
 
@@ -100,3 +101,28 @@ def children(pid: int) -> list[int]:
         return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
     except FileNotFoundError:
         return []
+
+
+def test_a_stop_where_python_cannot_raise_it_is_kept_and_never_a_traceback():
+    """A Ctrl-C landing in a ``__del__`` (as garbage is collected): Python cannot raise it there
+    and would print "Exception ignored ..." with a traceback; it is kept, to be told once."""
+
+    class Collected:
+        def __del__(self) -> None:
+            signal.raise_signal(signal.SIGINT)  # the handler raises Stopped here, in __del__
+
+    seen = []
+    sys.unraisablehook, outer = seen.append, sys.unraisablehook
+    try:
+        stop_on_signals()
+        with stops_told_once():
+            Collected()  # dropped at once: __del__ runs
+            assert sys.unraisablehook is not seen.append
+        assert sys.unraisablehook == seen.append  # as it was
+        assert seen == [] and isinstance(stopped(), Stopped) and str(stopped()) == "stopped by SIGINT"
+        stop_on_signals()  # as a new command: else this one would be a second stop, exiting at once
+        Collected()  # outside: Python reports it as usual
+        assert [type(u.exc_value) for u in seen] == [Stopped]
+    finally:
+        sys.unraisablehook = outer
+        stop_on_signals()  # no stop recorded for later tests (their handlers: conftest.py)

@@ -2,6 +2,9 @@
 
 import os
 import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -66,6 +69,25 @@ def stop_on_signals() -> None:
     _stopped_by = None
     for signum in STOP_SIGNALS:
         signal.signal(signum, _stop)
+
+
+@contextmanager
+def stops_told_once() -> Iterator[None]:
+    """While inside, a ``Stopped`` that Python cannot raise where the signal landed (in a
+    ``__del__`` or a weakref callback, as garbage is collected) is not printed as "Exception
+    ignored ..." with a traceback: ``stopped`` keeps it, and the command tells it once, at the end.
+    On leaving, ``sys.unraisablehook`` is as it was."""
+    previous = sys.unraisablehook
+
+    def hook(unraisable: "sys.UnraisableHookArgs") -> None:
+        if not isinstance(unraisable.exc_value, Stopped):
+            previous(unraisable)
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous
 
 
 def stopped() -> Stopped | None:

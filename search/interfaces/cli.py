@@ -15,7 +15,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from search.base.arguments import Parser, bounded, integer, positive
-from search.base.errors import SearchError, UsageError, stop_on_signals, stopped
+from search.base.errors import SearchError, UsageError, stop_on_signals, stopped, stops_told_once
 from search.base.names import check_name
 from search.learning.quiet import set_verbosity, verbose
 
@@ -332,7 +332,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command; return its exit code (see the module's docstring and the README)."""
     stop_on_signals()  # Ctrl-C or SIGTERM at any moment: one line, exit code 130
     try:
-        code = _run(argv)
+        with stops_told_once():
+            code = _run(argv)
     except BaseException:
         if stopped() is None:
             raise
