@@ -41,9 +41,10 @@ search: setup
 worker: setup
 	$(PY) -m search worker $(V)
 
-# Skip reasons (-rs) and the 15 slowest tests; a hang fails after 600 s (pyproject.toml).
+# Two pytest processes (pytest-xdist); skip reasons (-rs) and the 15 slowest tests; a hang fails
+# after 600 s (pyproject.toml).
 test: $(VENV)/.dev-installed
-	$(PY) -m pytest -q -rs --durations=15 tests
+	$(PY) -m pytest -q -rs -n 2 --durations=15 tests
 
 dashboard: setup
 	$(PY) -m search dashboard $(if $(filter 1,$(ALLOW_WRITES)),--allow-writes) $(V)
