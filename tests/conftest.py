@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 from typing import IO
 
+import optuna
 import pytest
 import sqlalchemy
 
@@ -171,3 +172,25 @@ def pgbouncer_url(postgres_url):
     except PoolerUnavailable as exc:
         message = str(exc)
     unavailable(message)
+
+
+def _stale(rdb: optuna.storages.RDBStorage) -> None:
+    """Every RUNNING trial's heartbeat far in the past, as a dead worker's is once its grace period
+    has passed (through Optuna's RDB model, the only handle on it): no test waits for that. A
+    trial with no heartbeat yet gets one first."""
+    from datetime import datetime
+
+    from optuna.storages._rdb.models import TrialHeartbeatModel
+
+    for summary in rdb.get_all_studies():
+        study_id = rdb.get_study_id_from_name(summary.study_name)
+        for trial in rdb.get_all_trials(study_id, deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            rdb.record_heartbeat(rdb.get_trial_id_from_study_id_trial_number(study_id, trial.number))
+    with rdb.engine.begin() as conn:
+        conn.execute(sqlalchemy.update(TrialHeartbeatModel).values(heartbeat=datetime(2000, 1, 1)))
+
+
+@pytest.fixture
+def stale():
+    """``stale(rdb)``: the storage's RUNNING trials are stale at once (``_stale``)."""
+    return _stale

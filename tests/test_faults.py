@@ -11,7 +11,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 
 import optuna
 import pytest
@@ -190,12 +189,11 @@ def capped(real_prepare):
 
 
 def test_a_storage_error_that_passes_at_once_leaves_the_trial_to_be_retried(monkeypatch, tmp_path, cifar_dir,
-                                                                             sqlite_url, capsys):
+                                                                             sqlite_url, capsys, stale):
     """A database restart inside a trial: the storage fails once, then answers again at once. The
     trial is not recorded FAIL, which no worker would retry: it stays RUNNING until its heartbeat
     is stale, and the next command runs it again."""
-    raw = tiny_raw(tmp_path, data={"train_size": 100, "val_size": 50}, baseline=None,
-                   storage={"artifacts": str(tmp_path / "artifacts"), "heartbeat_interval": 1, "grace_period": 2})
+    raw = tiny_raw(tmp_path, data={"train_size": 100, "val_size": 50}, baseline=None)
     (tmp_path / "study.yaml").write_text(yaml.safe_dump(raw))
     args = ["search", "--config", str(tmp_path / "study.yaml"), "--storage", sqlite_url,
             "--data-dir", str(cifar_dir), "--workers", "1", "--trials"]
@@ -212,7 +210,7 @@ def test_a_storage_error_that_passes_at_once_leaves_the_trial_to_be_retried(monk
         "(terminating connection due to administrator command)"]
     assert [t.state for t in load(sqlite_url)] == [TrialState.COMPLETE, TrialState.RUNNING]
 
-    time.sleep(3.5)  # past the grace period (2 s; SQLite keeps whole seconds): the heartbeat is stale
+    stale(optuna.storages.RDBStorage(sqlite_url))  # as the grace period passing would make it
     assert main([*args, "1"]) == 0
     first, lost, retry = load(sqlite_url)
     assert (first.state, lost.state, retry.state) == (TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE)

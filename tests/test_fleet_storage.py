@@ -192,19 +192,15 @@ def test_commands_started_together_never_take_the_study_past_its_total(backend, 
     storage.rdb.engine.dispose()
 
 
-def test_a_full_study_still_retries_a_lost_workers_trial(tmp_path, sqlite_url) -> None:
+def test_a_full_study_still_retries_a_lost_workers_trial(tmp_path, sqlite_url, stale) -> None:
     """TOTAL 2, held by a finished trial and a RUNNING one whose worker died: the next command
     fails the stale one and is admitted to run its retry (it counts as the trial it replaces)."""
-    raw = tiny_raw(tmp_path, baseline=None,
-                   storage={"artifacts": str(tmp_path / "a"), "heartbeat_interval": 1, "grace_period": 2})
-    config = parse_config(raw, "tiny")
+    config = parse_config(tiny_raw(tmp_path, baseline=None), "tiny")
     storage = open_storage(sqlite_url, config.storage)
     study, _ = prepare_study(config, storage)
     study.tell(study.ask({"x": optuna.distributions.FloatDistribution(0, 1)}), 0.5)
     lost = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
-    storage.rdb.record_heartbeat(storage.rdb.get_trial_id_from_study_id_trial_number(
-        storage.rdb.get_study_id_from_name("tiny"), lost.number))
-    time.sleep(3.5)  # past the grace period (2 s; SQLite keeps whole seconds): its heartbeat is stale
+    stale(storage.rdb)
     cap = TrialCap(storage, "tiny", 2)
     assert cap.admit(study)
     cap.release()
@@ -282,19 +278,13 @@ def faulted_run(url: str, point: str, tmp_path: Path, cifar_dir: Path, fault, se
     return line, took
 
 
-def later_command_retries(url: str, tmp_path: Path, cifar_dir: Path, monkeypatch) -> list:
+def later_command_retries(url: str, tmp_path: Path, cifar_dir: Path, monkeypatch, stale) -> list:
     """What a later command leaves, once the faulted worker's heartbeat is stale (set in the past,
     as a grace period passing would): every trial finished, none RUNNING."""
-    from datetime import datetime
-
-    from optuna.storages._rdb.models import TrialHeartbeatModel
-
-    from search.base.config import parse_config
     from search.running.workers import Budget, WorkerSpec, run_worker
 
     storage = open_storage(url)
-    with storage.rdb.engine.begin() as conn:
-        conn.execute(sqlalchemy.update(TrialHeartbeatModel).values(heartbeat=datetime(2000, 1, 1)))
+    stale(storage.rdb)
     monkeypatch.setattr(objective_module, "fit", played_fit([0.5, 0.6]))
     config = parse_config(yaml.safe_load((tmp_path / "study.yaml").read_text()), "tiny")
     assert run_worker(WorkerSpec(config, url, "tiny", str(cifar_dir)), Budget(1), storage=storage) == 0
@@ -342,16 +332,16 @@ def fill(disk: Path) -> None:
 
 
 @pytest.mark.parametrize("point", POINTS)
-def test_a_full_disk_while_a_trial_is_recorded(point, small_disk, tmp_path, cifar_dir, monkeypatch):
+def test_a_full_disk_while_a_trial_is_recorded(point, small_disk, tmp_path, cifar_dir, monkeypatch, stale):
     url = f"sqlite:///{small_disk / 'optuna.db'}"
     line, _ = faulted_run(url, point, tmp_path, cifar_dir, lambda: fill(small_disk))
     assert line == f"error: STORAGE {url}: disk full, stopping (database or disk is full)"
     (small_disk / "filler").unlink()  # the disk has room again
-    assert_recorded_values_stay(later_command_retries(url, tmp_path, cifar_dir, monkeypatch), point)
+    assert_recorded_values_stay(later_command_retries(url, tmp_path, cifar_dir, monkeypatch, stale), point)
 
 
 @pytest.mark.parametrize("point", POINTS)
-def test_the_server_stopping_while_a_trial_is_recorded(point, postgres_url, tmp_path, cifar_dir, monkeypatch):
+def test_the_server_stopping_while_a_trial_is_recorded(point, postgres_url, tmp_path, cifar_dir, monkeypatch, stale):
     server = sqlalchemy.make_url(postgres_url)
     proxy = Proxy((server.host, server.port))
     url = server.set(port=proxy.port).render_as_string(hide_password=False)
@@ -363,12 +353,12 @@ def test_the_server_stopping_while_a_trial_is_recorded(point, postgres_url, tmp_
         assert line.startswith(f"error: STORAGE {url}: database unreachable for 5s, stopping (")
         assert took < storage_module.NOTICE_SECONDS + 60  # generous: the machine may be busy
         proxy.up()
-        assert_recorded_values_stay(later_command_retries(url, tmp_path, cifar_dir, monkeypatch), point)
+        assert_recorded_values_stay(later_command_retries(url, tmp_path, cifar_dir, monkeypatch, stale), point)
     finally:
         proxy.down()
 
 
-def test_a_lock_held_too_long_as_a_trial_ends(postgres_url, tmp_path, cifar_dir, monkeypatch):
+def test_a_lock_held_too_long_as_a_trial_ends(postgres_url, tmp_path, cifar_dir, monkeypatch, stale):
     engine = sqlalchemy.create_engine(postgres_url)
     with engine.connect() as holder:
         def lock() -> None:  # the running trial's row, as a stuck transaction elsewhere would hold it
@@ -381,7 +371,7 @@ def test_a_lock_held_too_long_as_a_trial_ends(postgres_url, tmp_path, cifar_dir,
     assert line.startswith(f"error: STORAGE {postgres_url}: a statement ran past the statement timeout "
                            "(a lock held too long?), stopping (canceling statement due to statement timeout")
     assert took < storage_module.NOTICE_SECONDS + 60
-    assert_recorded_values_stay(later_command_retries(postgres_url, tmp_path, cifar_dir, monkeypatch), "end")
+    assert_recorded_values_stay(later_command_retries(postgres_url, tmp_path, cifar_dir, monkeypatch, stale), "end")
 
 
 # -- A link that goes silent: a worker in its own network namespace, its veth link cut -------------
@@ -421,7 +411,7 @@ def other_host():
 
 @pytest.mark.parametrize("cut_seconds", [None, 8])
 def test_a_worker_cut_off_from_its_database(cut_seconds, other_host, postgres_url, tmp_path, cifar_dir,
-                                            monkeypatch):
+                                            monkeypatch, stale):
     """None: the link stays down, the worker says so in one line and exits 3 within its bound,
     here with the link and reconnection timeouts halved and quartered (the defaults' own bound:
     tests/test_fleet_hosts.py); 8 s: the link comes back and the worker, at its defaults, carries on."""
@@ -460,7 +450,7 @@ def test_a_worker_cut_off_from_its_database(cut_seconds, other_host, postgres_ur
             bound = shorter["LINK_SECONDS"] + shorter["RECONNECT_SECONDS"] + 3 * storage_module.CONNECT_SECONDS
             assert took < bound + 60  # generous: the machine may be busy
             ip("link", "set", link, "up")
-            assert_recorded_values_stay(later_command_retries(url, tmp_path, cifar_dir, monkeypatch), "report")
+            assert_recorded_values_stay(later_command_retries(url, tmp_path, cifar_dir, monkeypatch, stale), "report")
         else:
             assert process.returncode == 0, err
             trials = optuna.load_study(study_name="tiny", storage=url).trials

@@ -1,19 +1,14 @@
 """A worker that dies mid-trial: its trial goes stale, is failed and retried up to ``max_retry``.
 
 No test waits for a grace period to pass: a dead worker's trial is a RUNNING trial whose heartbeat
-row is set far in the past (through Optuna's RDB model, the only handle on it), so nothing
-depends on how fast a trial runs or how long a heartbeat takes to go stale. The live worker plays
+row is set far in the past (the ``stale`` fixture), so nothing depends on how fast a trial runs or how long a heartbeat takes to go stale. The live worker plays
 its epochs (``played_fit``): which trial it runs is the point, not the training.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
-
 import optuna
 import pytest
-import sqlalchemy
-from optuna.storages._rdb.models import TrialHeartbeatModel
 from optuna.trial import TrialState
 
 from search.base.config import StudyConfig, parse_config
@@ -32,24 +27,17 @@ def played(monkeypatch):
     monkeypatch.setattr(objective_module, "fit", played_fit([0.5]))
 
 
-def dead_workers_trial(study: optuna.Study, storage: StudyStorage, config: StudyConfig) -> int:
+def dead_workers_trial(study: optuna.Study, storage: StudyStorage, config: StudyConfig, stale) -> int:
     """Start the next trial (a queued retry first) as a worker would, then let its heartbeat go stale."""
     trial = study.ask()
     suggest(trial, config.search_space)  # the parameters as the objective stores them
-    rdb = storage.rdb
-    trial_id = rdb.get_trial_id_from_study_id_trial_number(rdb.get_study_id_from_name(study.study_name),
-                                                            trial.number)
-    rdb.record_heartbeat(trial_id)
-    with rdb.engine.begin() as conn:
-        conn.execute(sqlalchemy.update(TrialHeartbeatModel)
-                     .where(TrialHeartbeatModel.trial_id == trial_id)
-                     .values(heartbeat=datetime(2000, 1, 1)))
+    stale(storage.rdb)
     return trial.number
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("max_retry", [0, 1, 2])
-def test_a_dead_workers_trial_is_retried_up_to_max_retry(backend, max_retry, request, tmp_path, cifar_dir):
+def test_a_dead_workers_trial_is_retried_up_to_max_retry(backend, max_retry, request, tmp_path, cifar_dir, stale):
     url = request.getfixturevalue(backend)
     raw = tiny_raw(tmp_path, data={"train_size": 100, "val_size": 50}, baseline=None,
                    training={"epochs": 1, "batch_size": 50},
@@ -59,10 +47,10 @@ def test_a_dead_workers_trial_is_retried_up_to_max_retry(backend, max_retry, req
     storage = open_storage(url, config.storage)
     study, _ = prepare_study(config, storage)
 
-    dead = [dead_workers_trial(study, storage, config)]
+    dead = [dead_workers_trial(study, storage, config, stale)]
     for _ in range(max_retry):  # each retry dies too, until the retries are used up
         optuna.storages.fail_stale_trials(study)
-        dead.append(dead_workers_trial(study, storage, config))
+        dead.append(dead_workers_trial(study, storage, config, stale))
     assert run_worker(WorkerSpec(config, url, "tiny", str(cifar_dir)), Budget(1), storage=storage) == 0
 
     trials = storage.load("tiny").get_trials(deepcopy=False)
@@ -77,7 +65,7 @@ def test_a_dead_workers_trial_is_retried_up_to_max_retry(backend, max_retry, req
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_the_live_worker_runs_the_retry_first(backend, request, tmp_path, cifar_dir):
+def test_the_live_worker_runs_the_retry_first(backend, request, tmp_path, cifar_dir, stale):
     url = request.getfixturevalue(backend)
     raw = tiny_raw(tmp_path, data={"train_size": 100, "val_size": 50}, baseline=None,
                    training={"epochs": 1, "batch_size": 50},
@@ -86,7 +74,7 @@ def test_the_live_worker_runs_the_retry_first(backend, request, tmp_path, cifar_
     config = parse_config(raw, "tiny")
     storage = open_storage(url, config.storage)
     study, _ = prepare_study(config, storage)
-    dead = dead_workers_trial(study, storage, config)
+    dead = dead_workers_trial(study, storage, config, stale)
 
     assert run_worker(WorkerSpec(config, url, "tiny", str(cifar_dir)), Budget(1), storage=storage) == 0
     victim, retry = storage.load("tiny").get_trials(deepcopy=False)
